@@ -1,0 +1,299 @@
+//! The end-to-end harness, shared by the tests in `tests/tests/` and the
+//! benchmark (`actcore-bench`):
+//! - fresh, migrated stores: a new Postgres database per test on the
+//!   throwaway server `scripts/test` starts, or a temporary SQLite file;
+//! - [`Hub`]: a local stand-in for the State Hub (the one system we fake),
+//!   answering the fixtures and recording every arrival;
+//! - [`Worker`]: the built `actcore` binary as a child process.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Path as UrlPath, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::IntoResponse;
+use axum::routing::{any, get};
+use jiff::Timestamp;
+use sqlx::Connection;
+
+/// The admin URL of the test Postgres server (set by `scripts/test`).
+pub fn pg_admin_url() -> String {
+    std::env::var("ACTCORE_TEST_PG_URL").unwrap_or_else(|_| {
+        panic!("ACTCORE_TEST_PG_URL is not set: run the tests with scripts/test (it starts a throwaway Postgres)")
+    })
+}
+
+/// A new, empty database on the test server; returns its URL.
+pub async fn fresh_pg_url() -> String {
+    let admin = pg_admin_url();
+    let name = format!("actcore_t_{}", uuid::Uuid::new_v4().simple());
+    let mut conn = sqlx::PgConnection::connect(&admin)
+        .await
+        .expect("connect to the test Postgres");
+    sqlx::query(&format!("create database {name}"))
+        .execute(&mut conn)
+        .await
+        .expect("create test database");
+    let base = admin.rsplit_once('/').map(|(b, _)| b).unwrap_or(&admin);
+    format!("{base}/{name}")
+}
+
+/// A temporary directory holding an embedded store; returns (dir, URL).
+pub fn fresh_sqlite_url() -> (tempfile::TempDir, String) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let url = format!("sqlite://{}", dir.path().join("actcore.db").display());
+    (dir, url)
+}
+
+/// Which backend a conformance test runs on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    Postgres,
+    Sqlite,
+}
+
+/// A fresh, migrated store; keep the guard alive as long as the store.
+pub async fn fresh_store(backend: Backend) -> (actcore::store::Store, Option<tempfile::TempDir>, String) {
+    let (dir, url) = match backend {
+        Backend::Postgres => (None, fresh_pg_url().await),
+        Backend::Sqlite => {
+            let (d, u) = fresh_sqlite_url();
+            (Some(d), u)
+        }
+    };
+    let store = actcore::store::Store::open(Some(&url)).await.expect("open store");
+    (store, dir, url)
+}
+
+/// The built `actcore` binary (next to this test executable's directory).
+pub fn actcore_bin() -> PathBuf {
+    if let Ok(p) = std::env::var("ACTCORE_BIN") {
+        return PathBuf::from(p);
+    }
+    let exe = std::env::current_exe().expect("current exe");
+    let mut dir = exe.parent().expect("exe dir").to_path_buf();
+    if dir.ends_with("deps") {
+        dir.pop();
+    }
+    let bin = dir.join("actcore");
+    assert!(
+        bin.exists(),
+        "{} not found: build it first (`cargo build --bins`, as scripts/test does)",
+        bin.display()
+    );
+    bin
+}
+
+/// The shared State Hub fixtures directory.
+pub fn fixtures_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/fixtures/state-hub")
+}
+
+/// One request the hub received.
+#[derive(Clone, Debug)]
+pub struct Arrival {
+    pub at: Timestamp,
+    pub path: String,
+    pub scheduled_for: Option<Timestamp>,
+    pub idempotency_key: Option<String>,
+    pub source: Option<String>,
+    pub body: Bytes,
+}
+
+#[derive(Clone, Default)]
+struct HubState {
+    arrivals: Arc<Mutex<Vec<Arrival>>>,
+}
+
+/// A local State Hub stand-in on 127.0.0.1 (port 0).
+///
+/// Routes: `/fixture/{file}` answers that fixture (`bridge-502.html` with
+/// 502, the rest 200); `/slow/{ms}` answers ok after a delay; `/big` answers
+/// 2 MiB; `/health` answers 200; `/sink/{anything}` answers ok-clean.
+pub struct Hub {
+    pub addr: SocketAddr,
+    state: HubState,
+    _task: tokio::task::JoinHandle<()>,
+}
+
+impl Hub {
+    pub async fn start() -> Hub {
+        let state = HubState::default();
+        let app = Router::new()
+            .route("/fixture/{file}", any(fixture))
+            .route("/slow/{ms}", any(slow))
+            .route("/big", any(big))
+            .route("/health", get(|| async { "ok" }))
+            .route("/sink/{*rest}", any(sink))
+            .with_state(state.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind hub");
+        let addr = listener.local_addr().unwrap();
+        let task = tokio::spawn(async move {
+            axum::serve(listener, app).await.expect("hub server");
+        });
+        Hub {
+            addr,
+            state,
+            _task: task,
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn arrivals(&self) -> Vec<Arrival> {
+        self.state.arrivals.lock().unwrap().clone()
+    }
+}
+
+fn record(state: &HubState, path: String, headers: &HeaderMap, body: Bytes) {
+    let h = |n: &str| headers.get(n).and_then(|v| v.to_str().ok()).map(str::to_string);
+    state.arrivals.lock().unwrap().push(Arrival {
+        at: Timestamp::now(),
+        path,
+        scheduled_for: h("x-actcore-scheduled-for").and_then(|s| s.parse().ok()),
+        idempotency_key: h("idempotency-key"),
+        source: h("x-actcore-source"),
+        body,
+    });
+}
+
+async fn fixture(
+    State(s): State<HubState>,
+    UrlPath(file): UrlPath<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> impl IntoResponse {
+    record(&s, format!("/fixture/{file}"), &headers, body);
+    let status = if file.ends_with("502.html") {
+        StatusCode::BAD_GATEWAY
+    } else {
+        StatusCode::OK
+    };
+    match std::fs::read(fixtures_dir().join(&file)) {
+        Ok(bytes) => (status, bytes).into_response(),
+        Err(_) => (StatusCode::NOT_FOUND, format!("no fixture {file}")).into_response(),
+    }
+}
+
+async fn slow(
+    State(s): State<HubState>,
+    UrlPath(ms): UrlPath<u64>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> impl IntoResponse {
+    record(&s, format!("/slow/{ms}"), &headers, body);
+    tokio::time::sleep(Duration::from_millis(ms)).await;
+    (StatusCode::OK, OK_BODY)
+}
+
+async fn big(State(s): State<HubState>, headers: HeaderMap, body: Bytes) -> impl IntoResponse {
+    record(&s, "/big".into(), &headers, body);
+    (StatusCode::OK, vec![b' '; 2 << 20])
+}
+
+async fn sink(
+    State(s): State<HubState>,
+    UrlPath(rest): UrlPath<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> impl IntoResponse {
+    record(&s, format!("/sink/{rest}"), &headers, body);
+    (StatusCode::OK, OK_BODY)
+}
+
+const OK_BODY: &str = r#"{"exit_code":0,"automation_error":false,"assessment_failures":0,"lock_skipped":false}"#;
+
+/// Writes a definition file into `dir`.
+pub fn write_definition(dir: &Path, slug: &str, id: uuid::Uuid, cron: &str, url: &str, extra: &str) {
+    let text = format!(
+        "id = \"{id}\"\nslug = \"{slug}\"\n{extra_top}\n[schedule]\ncron = \"{cron}\"\n{extra_sched}\n[action]\nurl = \"{url}\"\ntimeout = \"5s\"\n",
+        extra_top = "",
+        extra_sched = extra,
+    );
+    std::fs::write(dir.join(format!("{slug}.toml")), text).expect("write definition");
+}
+
+/// A running `actcore` child process.
+pub struct Worker {
+    pub child: tokio::process::Child,
+    pub log: PathBuf,
+}
+
+impl Worker {
+    /// Starts `actcore worker` (or any subcommand) with the given store and
+    /// environment; logs go to a file for post-mortems.
+    pub fn spawn(args: &[&str], database_url: &str, env: &[(&str, &str)], log_dir: &Path, name: &str) -> Worker {
+        let log = log_dir.join(format!("{name}.log"));
+        let file = std::fs::File::create(&log).expect("log file");
+        let mut cmd = tokio::process::Command::new(actcore_bin());
+        cmd.args(args)
+            .env("DATABASE_URL", database_url)
+            .env("RUST_LOG", "info,sqlx=warn")
+            .env("ACTCORE_WORKER_ID", name)
+            .stdin(Stdio::null())
+            .stdout(file.try_clone().unwrap())
+            .stderr(file)
+            .kill_on_drop(true);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let child = cmd.spawn().expect("spawn actcore");
+        Worker { child, log }
+    }
+
+    /// Sends a signal (SIGTERM = 15, SIGKILL = 9).
+    pub fn signal(&self, sig: i32) {
+        let pid = self.child.id().expect("running") as i32;
+        let status = std::process::Command::new("kill")
+            .arg(format!("-{sig}"))
+            .arg(pid.to_string())
+            .status()
+            .unwrap();
+        assert!(status.success(), "kill -{sig} {pid}");
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+/// Polls `check` until it returns Some or `timeout` passes: synchronisation
+/// on an observable condition, not a sleep standing in for one.
+pub async fn eventually<T, F, Fut>(timeout: Duration, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        if tokio::time::Instant::now() > deadline {
+            panic!("timed out after {timeout:?} waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Runs `actcore` to completion and returns (exit code, stdout, stderr).
+pub fn run_cli(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
+    let mut cmd = std::process::Command::new(actcore_bin());
+    cmd.args(args).env_remove("DATABASE_URL").env("RUST_LOG", "warn");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().expect("run actcore");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}

@@ -1,0 +1,779 @@
+//! The HTTP executor: one attempt of an `http` action, reduced to a
+//! [`Classification`] and the request/response facts the snapshot keeps.
+//!
+//! Work is split so the instant itself stays cheap: [`prepare`] resolves
+//! `${VAR}`s, renders and serialises the body and checks the URL and
+//! headers ahead of time; [`HttpExecutor::execute`] only sends. Every
+//! failure becomes a classified outcome: nothing here panics or returns an
+//! error to the scheduler.
+
+use std::fmt;
+use std::time::{Duration, Instant};
+
+use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
+use reqwest::{Method, Response, Url};
+use serde_json::{Value, json};
+
+use crate::classify::{Classification, Exchange, classify};
+use crate::definition::{ActionSpec, ResultSpec};
+use crate::run::{ErrorCode, Source};
+use crate::template::{render_json, render_with};
+
+/// Default cap on a response body: a sweep result is a few KiB, so 1 MiB
+/// only stops a misbehaving peer from filling memory.
+pub const DEFAULT_MAX_BODY: usize = 1024 * 1024;
+/// How much of a non-JSON or truncated body the snapshot keeps as text.
+pub const SNAPSHOT_TEXT_LIMIT: usize = 4 * 1024;
+/// Upper bound of the preflight's timeout: it is a fast-fail probe.
+pub const PREFLIGHT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Connecting is bounded separately from the action's (long) timeout so an
+/// unreachable host fails in seconds, not after `action.timeout`.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+const IDEMPOTENCY_KEY: &str = "idempotency-key";
+const SCHEDULED_FOR: &str = "x-actcore-scheduled-for";
+const SOURCE: &str = "x-actcore-source";
+
+/// Everything about a request that can be resolved before the instant (off the hot path).
+#[derive(Clone)]
+pub struct PreparedRequest {
+    pub method: Method,
+    /// Rendered and checked to be an absolute http(s) URL.
+    pub url: String,
+    /// The definition's headers, rendered and checked to be valid.
+    pub headers: Vec<(String, String)>,
+    /// `body_json` serialised once, sent as `application/json`.
+    pub body: Option<Vec<u8>>,
+    /// The rendered body, for the snapshot.
+    pub body_json: Option<Value>,
+    pub timeout: Duration,
+    /// Rendered preflight URL: a GET that must answer 2xx before the main call.
+    pub preflight: Option<String>,
+}
+
+impl fmt::Debug for PreparedRequest {
+    /// Header values are left out: they are where tokens live.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PreparedRequest")
+            .field("method", &self.method)
+            .field("url", &redact_url(&self.url))
+            .field(
+                "headers",
+                &self.headers.iter().map(|(k, _)| k.as_str()).collect::<Vec<_>>(),
+            )
+            .field("body_json", &self.body_json)
+            .field("timeout", &self.timeout)
+            .field("preflight", &self.preflight.as_deref().map(redact_url))
+            .finish()
+    }
+}
+
+/// Resolves `${VAR}` with `lookup` and checks the result, so a missing
+/// variable or a bad URL is found before the instant. `Err` is a message
+/// naming the key (and the variable); the caller records an automation
+/// error `config`.
+pub fn prepare(action: &ActionSpec, mut lookup: impl FnMut(&str) -> Option<String>) -> Result<PreparedRequest, String> {
+    let method = Method::from_bytes(action.method.as_bytes())
+        .map_err(|_| format!("action.method: `{}` is not an HTTP method", action.method))?;
+    let url = render_with(&action.url, &mut lookup).map_err(|e| format!("action.url: {e}"))?;
+    check_url("action.url", &url)?;
+    let preflight = match &action.preflight {
+        Some(p) => {
+            let p = render_with(p, &mut lookup).map_err(|e| format!("action.preflight: {e}"))?;
+            check_url("action.preflight", &p)?;
+            Some(p)
+        }
+        None => None,
+    };
+    let mut headers = Vec::with_capacity(action.headers.len());
+    for (name, template) in &action.headers {
+        let key = format!("action.headers.{name}");
+        let value = render_with(template, &mut lookup).map_err(|e| format!("{key}: {e}"))?;
+        HeaderName::from_bytes(name.as_bytes()).map_err(|_| format!("{key}: not a valid header name"))?;
+        // The value is not quoted: it may hold a secret.
+        HeaderValue::from_str(&value)
+            .map_err(|_| format!("{key}: the resolved value is not a valid header value (control characters?)"))?;
+        headers.push((name.clone(), value));
+    }
+    let body_json = match &action.body {
+        Some(b) => Some(render_json(b, &mut lookup).map_err(|e| format!("action.body: {e}"))?),
+        None => None,
+    };
+    let body = match &body_json {
+        Some(v) => Some(serde_json::to_vec(v).map_err(|e| format!("action.body: {e}"))?),
+        None => None,
+    };
+    Ok(PreparedRequest {
+        method,
+        url,
+        headers,
+        body,
+        body_json,
+        timeout: action.timeout.std(),
+        preflight,
+    })
+}
+
+fn check_url(key: &str, url: &str) -> Result<(), String> {
+    let parsed = Url::parse(url).map_err(|e| format!("{key}: `{}` is not a valid URL: {e}", redact_url(url)))?;
+    if !matches!(parsed.scheme(), "http" | "https") || !parsed.has_host() {
+        return Err(format!("{key}: `{}` is not an absolute http(s) URL", redact_url(url)));
+    }
+    Ok(())
+}
+
+/// The URL with its password (if any) masked, for messages and the
+/// snapshot. Textual, so it also works on a URL that does not parse.
+fn redact_url(url: &str) -> String {
+    let Some(scheme_end) = url.find("://").map(|i| i + 3) else {
+        return url.to_string();
+    };
+    let rest = &url[scheme_end..];
+    let authority = &rest[..rest.find(['/', '?', '#']).unwrap_or(rest.len())];
+    let Some(at) = authority.rfind('@') else {
+        return url.to_string();
+    };
+    match authority[..at].find(':') {
+        Some(colon) => format!(
+            "{}{}:***{}",
+            &url[..scheme_end],
+            &authority[..colon],
+            &url[scheme_end + at..]
+        ),
+        None => url.to_string(),
+    }
+}
+
+/// Facts about the run that the remote receives as headers, so it can
+/// deduplicate retries (`Idempotency-Key`) and tell who fired it.
+#[derive(Clone, Debug)]
+pub struct RunHeaders {
+    pub run_id: uuid::Uuid,
+    /// `None` for manual runs: the header is then omitted.
+    pub scheduled_for: Option<jiff::Timestamp>,
+    pub source: Source,
+}
+
+/// Sends prepared requests. One per process: it owns the connection pool.
+#[derive(Clone, Debug)]
+pub struct HttpExecutor {
+    client: reqwest::Client,
+    max_body: usize,
+}
+
+impl Default for HttpExecutor {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl HttpExecutor {
+    /// A client with a 5 s connect timeout, no redirects (a POST redirect
+    /// would become a GET elsewhere; classification reports 3xx instead),
+    /// and no overall timeout: each request carries its action's.
+    ///
+    /// # Panics
+    /// Only if the TLS backend cannot initialise, which is a broken build,
+    /// not something a definition or a peer can cause.
+    pub fn new() -> Self {
+        let client = reqwest::Client::builder()
+            .connect_timeout(CONNECT_TIMEOUT)
+            .pool_idle_timeout(Duration::from_secs(60))
+            .pool_max_idle_per_host(4)
+            .tcp_keepalive(Duration::from_secs(30))
+            .redirect(reqwest::redirect::Policy::none())
+            .user_agent(concat!("actcore/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .expect("the HTTP client (TLS backend) initialises");
+        HttpExecutor {
+            client,
+            max_body: DEFAULT_MAX_BODY,
+        }
+    }
+
+    /// Overrides the response body cap (tests; peers with large answers).
+    pub fn with_max_body(self, n: usize) -> Self {
+        HttpExecutor { max_body: n, ..self }
+    }
+
+    /// Runs the preflight (if any) and the request, and classifies what
+    /// came back. actcore's own headers win over a definition's header of
+    /// the same name. `duration_ms` covers the preflight too.
+    pub async fn execute(&self, req: &PreparedRequest, run: &RunHeaders, spec: &ResultSpec) -> ActionReport {
+        let started = Instant::now();
+        let elapsed = || u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        let no_response = |code: ErrorCode, message: String, http_status: Option<u16>| ActionReport {
+            classification: classify(spec, &Exchange::NoResponse { code, message }),
+            http_status,
+            duration_ms: elapsed(),
+            body_text: None,
+            truncated: false,
+        };
+
+        if let Some(url) = &req.preflight
+            && let Err(message) = self.preflight(url, req.timeout.min(PREFLIGHT_TIMEOUT)).await
+        {
+            return no_response(ErrorCode::Preflight, message, None);
+        }
+        let headers = match request_headers(req, run) {
+            Ok(h) => h,
+            Err(message) => return no_response(ErrorCode::Config, message, None),
+        };
+        let mut builder = self
+            .client
+            .request(req.method.clone(), &req.url)
+            .timeout(req.timeout)
+            .headers(headers);
+        if let Some(body) = &req.body {
+            builder = builder.body(body.clone());
+        }
+        let what = format!("{} {}", req.method, redact_url(&req.url));
+        let mut response = match builder.send().await {
+            Ok(r) => r,
+            Err(e) => {
+                let (code, message) = describe_error(&what, req.timeout, e);
+                return no_response(code, message, None);
+            }
+        };
+        let status = response.status().as_u16();
+        let (body, truncated) = match read_capped(&mut response, self.max_body).await {
+            Ok(read) => read,
+            Err(e) => {
+                let (code, message) =
+                    describe_error(&format!("{what} (reading the HTTP {status} body)"), req.timeout, e);
+                return no_response(code, message, Some(status));
+            }
+        };
+        let classification = classify(
+            spec,
+            &Exchange::Response {
+                status,
+                body: &body,
+                truncated,
+            },
+        );
+        let body_text = (classification.body.is_none() && !body.is_empty())
+            .then(|| String::from_utf8_lossy(&body[..body.len().min(SNAPSHOT_TEXT_LIMIT)]).into_owned());
+        ActionReport {
+            classification,
+            http_status: Some(status),
+            duration_ms: elapsed(),
+            body_text,
+            truncated,
+        }
+    }
+
+    /// A GET that must answer 2xx; `Err` is the operator-facing reason.
+    async fn preflight(&self, url: &str, timeout: Duration) -> Result<(), String> {
+        let what = format!("preflight GET {}", redact_url(url));
+        match self.client.get(url).timeout(timeout).send().await {
+            Ok(r) if r.status().is_success() => Ok(()),
+            Ok(r) => Err(format!("{what}: HTTP {}", r.status())),
+            Err(e) => Err(describe_error(&what, timeout, e).1),
+        }
+    }
+}
+
+fn request_headers(req: &PreparedRequest, run: &RunHeaders) -> Result<HeaderMap, String> {
+    let mut map = HeaderMap::with_capacity(req.headers.len() + 4);
+    for (name, value) in &req.headers {
+        let key = format!("action.headers.{name}");
+        let name = HeaderName::from_bytes(name.as_bytes()).map_err(|_| format!("{key}: not a valid header name"))?;
+        let value = HeaderValue::from_str(value).map_err(|_| format!("{key}: not a valid header value"))?;
+        map.insert(name, value);
+    }
+    if req.body.is_some() {
+        map.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    }
+    let text = |s: String| HeaderValue::try_from(s).map_err(|e| format!("internal header value: {e}"));
+    map.insert(IDEMPOTENCY_KEY, text(run.run_id.to_string())?);
+    map.insert(SOURCE, HeaderValue::from_static(run.source.as_str()));
+    if let Some(at) = run.scheduled_for {
+        // jiff prints a Timestamp as RFC 3339 in UTC (`...Z`).
+        map.insert(SCHEDULED_FOR, text(at.to_string())?);
+    }
+    Ok(map)
+}
+
+/// Reads at most `max` bytes of the body; `true` when there was more. A
+/// declared length over the cap is known to be truncated up front, so only
+/// the snapshot's prefix is read.
+async fn read_capped(response: &mut Response, max: usize) -> Result<(Vec<u8>, bool), reqwest::Error> {
+    let declared = response.content_length();
+    let declared_over = declared.is_some_and(|n| n > max as u64);
+    let keep = if declared_over {
+        max.min(SNAPSHOT_TEXT_LIMIT)
+    } else {
+        max
+    };
+    let capacity = declared
+        .map_or(8 * 1024, |n| usize::try_from(n).unwrap_or(usize::MAX))
+        .min(keep);
+    let mut body = Vec::with_capacity(capacity);
+    while let Some(chunk) = response.chunk().await? {
+        let room = keep - body.len();
+        if chunk.len() > room {
+            body.extend_from_slice(&chunk[..room]);
+            return Ok((body, true));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok((body, declared_over))
+}
+
+/// Maps a reqwest error to `timeout` (the action's own deadline), `config`
+/// (the request could not be built) or `transport` (connect, DNS, TLS, a
+/// dropped connection), with the error's whole cause chain as the message.
+fn describe_error(what: &str, timeout: Duration, error: reqwest::Error) -> (ErrorCode, String) {
+    // A connect timeout is "could not reach", not the action's deadline.
+    if error.is_timeout() && !error.is_connect() {
+        return (
+            ErrorCode::Timeout,
+            format!("{what}: no complete response within {timeout:?}"),
+        );
+    }
+    let code = if error.is_builder() {
+        ErrorCode::Config
+    } else {
+        ErrorCode::Transport
+    };
+    let error = error.without_url();
+    let mut parts: Vec<String> = vec![error.to_string()];
+    let mut source = std::error::Error::source(&error);
+    while let Some(e) = source {
+        let text = e.to_string();
+        if parts.last() != Some(&text) {
+            parts.push(text);
+        }
+        source = e.source();
+    }
+    (code, format!("{what}: {}", parts.join(": ")))
+}
+
+/// One attempt's result: the classification for the run row, and the
+/// request/response facts for `context_snapshot`.
+#[derive(Clone, Debug)]
+pub struct ActionReport {
+    pub classification: Classification,
+    /// `None` when no response arrived.
+    pub http_status: Option<u16>,
+    pub duration_ms: u64,
+    /// The body as text when it was not JSON, truncated to ~4 KiB for the snapshot.
+    pub body_text: Option<String>,
+    /// The body exceeded the size cap.
+    pub truncated: bool,
+}
+
+impl ActionReport {
+    /// JSON for the snapshot: `{"request": {"method", "url", "body"}, "http_status",
+    /// "duration_ms", "truncated", "body_text"?}`. The response's JSON body
+    /// goes under the definition's `snapshot_key`, which the caller adds.
+    /// Request headers are left out (they carry tokens) and a URL password is masked.
+    pub fn snapshot_parts(&self, req: &PreparedRequest) -> Value {
+        let mut parts = json!({
+            "request": {
+                "method": req.method.as_str(),
+                "url": redact_url(&req.url),
+                "body": req.body_json,
+            },
+            "http_status": self.http_status,
+            "duration_ms": self.duration_ms,
+            "truncated": self.truncated,
+        });
+        if let (Some(text), Some(map)) = (&self.body_text, parts.as_object_mut()) {
+            map.insert("body_text".into(), Value::String(text.clone()));
+        }
+        parts
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use wiremock::matchers::{body_json, header, method, path};
+    use wiremock::{Mock, MockServer, ResponseTemplate};
+
+    use super::*;
+    use crate::definition::ActionKind;
+    use crate::duration::Dur;
+    use crate::run::Outcome;
+
+    const OK_CLEAN: &[u8] = include_bytes!(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../shared/fixtures/state-hub/ok-clean.json"
+    ));
+    const BRIDGE_502: &[u8] = include_bytes!(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../shared/fixtures/state-hub/bridge-502.html"
+    ));
+
+    fn spec() -> ResultSpec {
+        ResultSpec {
+            snapshot_key: "consistency_sweep_remote_all".into(),
+            automation_error: "/automation_error".into(),
+            assessment_failures: "/assessment_failures".into(),
+            lock_skipped: "/lock_skipped".into(),
+            exit_code: "/exit_code".into(),
+        }
+    }
+
+    fn action(method: &str, url: &str) -> ActionSpec {
+        ActionSpec {
+            kind: ActionKind::Http,
+            method: method.into(),
+            url: url.into(),
+            body: None,
+            headers: BTreeMap::new(),
+            timeout: Dur::from_secs(5),
+            preflight: None,
+        }
+    }
+
+    fn run() -> RunHeaders {
+        RunHeaders {
+            run_id: uuid::Uuid::from_u128(0x0190_0000_0000_7000_8000_0000_0000_0001),
+            scheduled_for: Some("2025-03-30T01:15:00Z".parse().unwrap()),
+            source: Source::ActivityCore,
+        }
+    }
+
+    fn env(server: &str) -> impl FnMut(&str) -> Option<String> {
+        let server = server.to_string();
+        move |name| match name {
+            "STATE_HUB_URL" => Some(server.clone()),
+            "ACTCORE_SOURCE" => Some("activity-core".into()),
+            "HUB_TOKEN" => Some("s3cret".into()),
+            _ => None,
+        }
+    }
+
+    fn prepared(server: &str, a: &ActionSpec) -> PreparedRequest {
+        prepare(a, env(server)).unwrap()
+    }
+
+    fn closed_port_url() -> String {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        drop(listener);
+        format!("http://127.0.0.1:{port}")
+    }
+
+    fn code(report: &ActionReport) -> Option<ErrorCode> {
+        report.classification.error_code
+    }
+
+    #[test]
+    fn prepare_renders_once_and_names_what_is_missing() {
+        let mut a = action("POST", "${STATE_HUB_URL}/consistency/sweep/remote-all");
+        a.body = Some(json!({"max_seconds": 300, "source": "${ACTCORE_SOURCE}"}));
+        a.headers.insert("Authorization".into(), "Bearer ${HUB_TOKEN}".into());
+        a.preflight = Some("${STATE_HUB_URL}/health".into());
+        let req = prepared("http://hub:8080", &a);
+        assert_eq!(req.method, Method::POST);
+        assert_eq!(req.url, "http://hub:8080/consistency/sweep/remote-all");
+        assert_eq!(req.preflight.as_deref(), Some("http://hub:8080/health"));
+        assert_eq!(
+            req.body_json,
+            Some(json!({"max_seconds": 300, "source": "activity-core"}))
+        );
+        assert_eq!(
+            serde_json::from_slice::<Value>(req.body.as_deref().unwrap()).unwrap(),
+            req.body_json.clone().unwrap()
+        );
+        assert_eq!(
+            req.headers,
+            [("Authorization".to_string(), "Bearer s3cret".to_string())]
+        );
+        assert_eq!(req.timeout, Duration::from_secs(5));
+        assert!(
+            !format!("{req:?}").contains("s3cret"),
+            "Debug must not print header values"
+        );
+
+        let unset = |n: &str| (n == "STATE_HUB_URL").then(|| "http://hub".to_string());
+        let err = prepare(&a, unset).unwrap_err();
+        assert!(err.contains("ACTCORE_SOURCE") || err.contains("HUB_TOKEN"), "{err}");
+        let err = prepare(&action("POST", "${NOT_SET_ANYWHERE}/x"), |_| None).unwrap_err();
+        assert!(
+            err.starts_with("action.url:") && err.contains("NOT_SET_ANYWHERE"),
+            "{err}"
+        );
+
+        let err = prepare(&action("POST", "${STATE_HUB_URL}/x"), |_| Some("hub.local".into())).unwrap_err();
+        assert!(err.starts_with("action.url:") && err.contains("hub.local"), "{err}");
+        let err = prepare(&action("GE T", "http://hub/x"), |_| None).unwrap_err();
+        assert!(err.starts_with("action.method:"), "{err}");
+        let mut bad_header = action("GET", "http://hub/x");
+        bad_header.headers.insert("X-Token".into(), "${HUB_TOKEN}".into());
+        let err = prepare(&bad_header, |_| Some("line\nbreak".into())).unwrap_err();
+        assert!(
+            err.starts_with("action.headers.X-Token:") && !err.contains("line"),
+            "{err}"
+        );
+        let password = prepare(&action("GET", "http://u:pw@hub:x/"), |_| None).unwrap_err();
+        assert!(!password.contains("pw@"), "{password}");
+    }
+
+    #[tokio::test]
+    async fn sends_headers_and_rendered_body_and_classifies_ok() {
+        let server = MockServer::start().await;
+        Mock::given(method("GET"))
+            .and(path("/health"))
+            .respond_with(ResponseTemplate::new(200))
+            .expect(1)
+            .mount(&server)
+            .await;
+        Mock::given(method("POST"))
+            .and(path("/consistency/sweep/remote-all"))
+            .and(header("idempotency-key", "01900000-0000-7000-8000-000000000001"))
+            .and(header("x-actcore-scheduled-for", "2025-03-30T01:15:00Z"))
+            .and(header("x-actcore-source", "activity-core"))
+            .and(header("content-type", "application/json"))
+            .and(header("authorization", "Bearer s3cret"))
+            .and(body_json(json!({"max_seconds": 300, "source": "activity-core"})))
+            .respond_with(ResponseTemplate::new(200).set_body_raw(OK_CLEAN, "application/json"))
+            .expect(1)
+            .mount(&server)
+            .await;
+
+        let mut a = action("POST", "${STATE_HUB_URL}/consistency/sweep/remote-all");
+        a.body = Some(json!({"max_seconds": 300, "source": "${ACTCORE_SOURCE}"}));
+        a.headers.insert("Authorization".into(), "Bearer ${HUB_TOKEN}".into());
+        // A definition cannot override actcore's own headers.
+        a.headers.insert("Idempotency-Key".into(), "mine".into());
+        a.preflight = Some("${STATE_HUB_URL}/health".into());
+        let req = prepared(&server.uri(), &a);
+        let report = HttpExecutor::new().execute(&req, &run(), &spec()).await;
+
+        assert_eq!(report.classification.outcome, Outcome::Ok, "{report:?}");
+        assert_eq!(report.http_status, Some(200));
+        assert_eq!(report.classification.body.as_ref().unwrap()["skipped_clean"], 42);
+        assert!(!report.truncated && report.body_text.is_none());
+
+        let snap = report.snapshot_parts(&req);
+        assert_eq!(snap["request"]["method"], "POST");
+        assert_eq!(
+            snap["request"]["url"],
+            format!("{}/consistency/sweep/remote-all", server.uri())
+        );
+        assert_eq!(snap["request"]["body"]["source"], "activity-core");
+        assert_eq!(snap["http_status"], 200);
+        assert_eq!(snap["truncated"], false);
+        assert!(snap["duration_ms"].is_u64() && snap.get("body_text").is_none());
+        assert!(!snap.to_string().contains("s3cret"));
+    }
+
+    #[tokio::test]
+    async fn manual_run_omits_scheduled_for() {
+        let server = MockServer::start().await;
+        Mock::given(method("GET"))
+            .and(header("x-actcore-source", "manual"))
+            .respond_with(ResponseTemplate::new(200).set_body_raw(OK_CLEAN, "application/json"))
+            .expect(1)
+            .mount(&server)
+            .await;
+        let req = prepared(&server.uri(), &action("GET", "${STATE_HUB_URL}/x"));
+        let manual = RunHeaders {
+            scheduled_for: None,
+            source: Source::Manual,
+            ..run()
+        };
+        let report = HttpExecutor::new().execute(&req, &manual, &spec()).await;
+        assert_eq!(report.classification.outcome, Outcome::Ok, "{report:?}");
+        let received = server.received_requests().await.unwrap();
+        assert!(received[0].headers.get("x-actcore-scheduled-for").is_none());
+        assert!(
+            received[0].headers.get("content-type").is_none(),
+            "no body, no content type"
+        );
+    }
+
+    #[tokio::test]
+    async fn bridge_502_is_http_5xx_with_the_page_as_text() {
+        let server = MockServer::start().await;
+        Mock::given(method("POST"))
+            .respond_with(ResponseTemplate::new(502).set_body_raw(BRIDGE_502, "text/html"))
+            .mount(&server)
+            .await;
+        let req = prepared(&server.uri(), &action("POST", "${STATE_HUB_URL}/sweep"));
+        let report = HttpExecutor::new().execute(&req, &run(), &spec()).await;
+        assert_eq!(code(&report), Some(ErrorCode::Http5xx));
+        assert!(report.classification.retryable);
+        assert_eq!(report.http_status, Some(502));
+        assert!(
+            report
+                .body_text
+                .as_deref()
+                .unwrap()
+                .contains("<title>502 Bad Gateway</title>")
+        );
+        assert_eq!(
+            report.snapshot_parts(&req)["body_text"],
+            report.body_text.clone().unwrap()
+        );
+    }
+
+    #[tokio::test]
+    async fn slow_server_times_out() {
+        let server = MockServer::start().await;
+        Mock::given(method("POST"))
+            .respond_with(
+                ResponseTemplate::new(200)
+                    .set_body_raw(OK_CLEAN, "application/json")
+                    .set_delay(Duration::from_secs(2)),
+            )
+            .mount(&server)
+            .await;
+        let mut a = action("POST", "${STATE_HUB_URL}/sweep");
+        a.timeout = Dur::from_millis(200);
+        let req = prepared(&server.uri(), &a);
+        let report = HttpExecutor::new().execute(&req, &run(), &spec()).await;
+        assert_eq!(code(&report), Some(ErrorCode::Timeout), "{report:?}");
+        assert!(report.classification.retryable);
+        assert_eq!(report.http_status, None);
+        assert!(report.duration_ms < 1500, "{}", report.duration_ms);
+        assert!(report.classification.error_message.unwrap().contains("200ms"));
+    }
+
+    #[tokio::test]
+    async fn connection_refused_is_transport() {
+        let req = prepared(&closed_port_url(), &action("POST", "${STATE_HUB_URL}/sweep"));
+        let report = HttpExecutor::new().execute(&req, &run(), &spec()).await;
+        assert_eq!(code(&report), Some(ErrorCode::Transport), "{report:?}");
+        assert!(report.classification.retryable);
+        let message = report.classification.error_message.clone().unwrap();
+        assert!(
+            message.starts_with("POST http://127.0.0.1:") && message.contains("onnect"),
+            "{message}"
+        );
+        assert_eq!(report.snapshot_parts(&req)["http_status"], Value::Null);
+    }
+
+    #[tokio::test]
+    async fn body_over_the_cap_is_bad_response_and_keeps_the_start() {
+        let server = MockServer::start().await;
+        let big = format!("{{\"padding\": \"{}\"}}", "x".repeat(10_000));
+        Mock::given(method("POST"))
+            .respond_with(ResponseTemplate::new(200).set_body_raw(big.clone(), "application/json"))
+            .mount(&server)
+            .await;
+        let req = prepared(&server.uri(), &action("POST", "${STATE_HUB_URL}/sweep"));
+        let report = HttpExecutor::new()
+            .with_max_body(1000)
+            .execute(&req, &run(), &spec())
+            .await;
+        assert_eq!(code(&report), Some(ErrorCode::BadResponse), "{report:?}");
+        assert!(!report.classification.retryable && report.truncated);
+        let text = report.body_text.as_deref().unwrap();
+        assert!(big.starts_with(text) && text.len() == 1000, "{}", text.len());
+        assert_eq!(report.snapshot_parts(&req)["truncated"], true);
+
+        // Exactly at the cap is fine.
+        let exact = HttpExecutor::new()
+            .with_max_body(big.len())
+            .execute(&req, &run(), &spec())
+            .await;
+        assert_eq!(exact.classification.outcome, Outcome::Ok, "{exact:?}");
+    }
+
+    /// A peer that streams a chunked body with no Content-Length: the cap is
+    /// enforced while reading, not only from the declared length.
+    #[tokio::test]
+    async fn chunked_body_over_the_cap_is_cut_while_reading() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move {
+            let (mut socket, _) = listener.accept().await.unwrap();
+            let mut request = Vec::new();
+            let mut buf = [0u8; 1024];
+            while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+                match socket.read(&mut buf).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => request.extend_from_slice(&buf[..n]),
+                }
+            }
+            let mut out =
+                b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ntransfer-encoding: chunked\r\n\r\n".to_vec();
+            for _ in 0..20 {
+                out.extend_from_slice(format!("3e8\r\n{}\r\n", "a".repeat(1000)).as_bytes());
+            }
+            out.extend_from_slice(b"0\r\n\r\n");
+            let _ = socket.write_all(&out).await;
+        });
+        let req = prepared(&url, &action("GET", "${STATE_HUB_URL}/stream"));
+        let report = HttpExecutor::new()
+            .with_max_body(2500)
+            .execute(&req, &run(), &spec())
+            .await;
+        assert_eq!(code(&report), Some(ErrorCode::BadResponse), "{report:?}");
+        assert!(report.truncated);
+        assert_eq!(report.body_text.as_deref(), Some("a".repeat(2500).as_str()));
+    }
+
+    #[tokio::test]
+    async fn failing_preflight_skips_the_main_call() {
+        let server = MockServer::start().await;
+        Mock::given(method("GET"))
+            .and(path("/health"))
+            .respond_with(ResponseTemplate::new(503))
+            .expect(1)
+            .mount(&server)
+            .await;
+        Mock::given(method("POST"))
+            .respond_with(ResponseTemplate::new(200))
+            .expect(0)
+            .mount(&server)
+            .await;
+
+        let mut a = action("POST", "${STATE_HUB_URL}/sweep");
+        a.preflight = Some("${STATE_HUB_URL}/health".into());
+        let req = prepared(&server.uri(), &a);
+        let report = HttpExecutor::new().execute(&req, &run(), &spec()).await;
+        assert_eq!(code(&report), Some(ErrorCode::Preflight), "{report:?}");
+        assert!(report.classification.retryable);
+        let message = report.classification.error_message.unwrap();
+        assert!(message.contains("/health") && message.contains("503"), "{message}");
+
+        // An unreachable preflight is a preflight failure too.
+        a.preflight = Some(format!("{}/health", closed_port_url()));
+        let req = prepared(&server.uri(), &a);
+        let report = HttpExecutor::new().execute(&req, &run(), &spec()).await;
+        assert_eq!(code(&report), Some(ErrorCode::Preflight), "{report:?}");
+        assert_eq!(report.http_status, None);
+    }
+
+    #[tokio::test]
+    async fn redirects_are_not_followed() {
+        let server = MockServer::start().await;
+        let elsewhere = format!("{}/elsewhere", server.uri());
+        Mock::given(path("/sweep"))
+            .respond_with(ResponseTemplate::new(302).insert_header("location", elsewhere.as_str()))
+            .mount(&server)
+            .await;
+        Mock::given(path("/elsewhere"))
+            .respond_with(ResponseTemplate::new(200))
+            .expect(0)
+            .mount(&server)
+            .await;
+        let req = prepared(&server.uri(), &action("POST", "${STATE_HUB_URL}/sweep"));
+        let report = HttpExecutor::new().execute(&req, &run(), &spec()).await;
+        assert_eq!(code(&report), Some(ErrorCode::BadResponse), "{report:?}");
+        assert_eq!(report.http_status, Some(302));
+    }
+
+    #[tokio::test]
+    async fn a_hand_built_request_with_a_bad_header_is_config_not_a_panic() {
+        let mut req = prepared("http://127.0.0.1:9", &action("GET", "${STATE_HUB_URL}/x"));
+        req.headers.push(("bad header".into(), "v".into()));
+        let report = HttpExecutor::new().execute(&req, &run(), &spec()).await;
+        assert_eq!(code(&report), Some(ErrorCode::Config), "{report:?}");
+        assert!(!report.classification.retryable);
+
+        req.headers.clear();
+        req.url = "not a url".into();
+        let report = HttpExecutor::new().execute(&req, &run(), &spec()).await;
+        assert_eq!(code(&report), Some(ErrorCode::Config), "{report:?}");
+    }
+}

@@ -1,0 +1,768 @@
+//! The definition file format (CONTRACTS §2): parsing, strict validation, the
+//! canonical spec and its hash.
+//!
+//! A file is read into `raw` structs that refuse unknown keys, then checked
+//! field by field into a [`Definition`]. Every problem becomes a
+//! [`Problem`] naming the file, the key and the fix; all problems of all
+//! files are reported together so one `check` shows everything to mend.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use uuid::Uuid;
+
+use crate::duration::Dur;
+use crate::schedule::Schedule;
+use crate::template;
+
+/// One activity, validated. Its JSON form is the canonical spec stored in
+/// `activity_definitions.spec`; workers run from that, not from files.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Definition {
+    pub id: Uuid,
+    pub name: String,
+    pub slug: String,
+    pub enabled: bool,
+    pub schedule: ScheduleSpec,
+    pub action: ActionSpec,
+    pub result: ResultSpec,
+    pub retry: RetrySpec,
+    pub guard: GuardSpec,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScheduleSpec {
+    pub cron: String,
+    pub timezone: String,
+    pub misfire: Misfire,
+    pub misfire_grace: Dur,
+    /// Only with `misfire = "fire_once"`: how far back a missed instant may be caught up.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub catchup_window: Option<Dur>,
+    pub overlap: Overlap,
+    pub jitter: Dur,
+    pub dst: DstPolicy,
+}
+
+/// What to do with an instant noticed later than `misfire_grace`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Misfire {
+    /// Never fire late: record `skipped_misfire` and wait for the next instant.
+    Skip,
+    /// Fire the latest missed instant once, if within `catchup_window`.
+    FireOnce,
+}
+
+/// What to do with an instant due while the previous run is still running.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Overlap {
+    Skip,
+    Allow,
+    BufferOne,
+}
+
+/// DST handling; `vixie` is the only policy (CONTRACTS §4).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DstPolicy {
+    Vixie,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ActionSpec {
+    pub kind: ActionKind,
+    pub method: String,
+    /// May hold `${VAR}`; resolved from the environment at execution.
+    pub url: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub body: Option<serde_json::Value>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub headers: BTreeMap<String, String>,
+    pub timeout: Dur,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub preflight: Option<String>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ActionKind {
+    Http,
+}
+
+/// JSON pointers into the response body (RFC 6901), used by classification.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ResultSpec {
+    pub snapshot_key: String,
+    pub automation_error: String,
+    pub assessment_failures: String,
+    pub lock_skipped: String,
+    pub exit_code: String,
+}
+
+/// Retries of automation errors (never of assessment failures).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetrySpec {
+    pub max_attempts: u32,
+    pub initial_interval: Dur,
+    pub backoff_coefficient: f64,
+    pub max_interval: Dur,
+}
+
+/// Self-healing limits: cooldown, churn budget, circuit breaker.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GuardSpec {
+    pub cooldown: Dur,
+    pub max_automated_attempts: u32,
+    pub window: Dur,
+    pub open_after: u32,
+    pub open_for: Dur,
+}
+
+impl Definition {
+    /// The canonical spec: this definition as JSON with sorted keys and
+    /// canonical durations; what is stored and hashed.
+    pub fn canonical_json(&self) -> serde_json::Value {
+        // serde_json's Value keeps object keys sorted (no preserve_order).
+        serde_json::to_value(self).expect("a definition always serialises")
+    }
+
+    /// Hex SHA-256 of the canonical spec: "changed" means this changed.
+    pub fn spec_hash(&self) -> String {
+        let bytes = serde_json::to_vec(&self.canonical_json()).expect("serialises");
+        let digest = Sha256::digest(&bytes);
+        digest.iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    /// The parsed schedule (validated at load, so this cannot fail for a
+    /// definition that came through [`load_dir`] or the store).
+    pub fn parsed_schedule(&self) -> Result<Schedule, crate::schedule::ScheduleError> {
+        Schedule::new(&self.schedule.cron, &self.schedule.timezone)
+    }
+
+    /// `${VAR}` names used anywhere in the action.
+    pub fn template_vars(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        template::collect_vars(&self.action.url, &mut out);
+        if let Some(p) = &self.action.preflight {
+            template::collect_vars(p, &mut out);
+        }
+        for v in self.action.headers.values() {
+            template::collect_vars(v, &mut out);
+        }
+        if let Some(b) = &self.action.body {
+            template::collect_vars_json(b, &mut out);
+        }
+        out.sort();
+        out.dedup();
+        out
+    }
+}
+
+/// One problem in one file: what is wrong with which key, and how to fix it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Problem {
+    pub file: PathBuf,
+    /// Dotted key path (`schedule.cron`), or empty for the file as a whole.
+    pub key: String,
+    pub message: String,
+    pub fix: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.file.display())?;
+        if !self.key.is_empty() {
+            write!(f, ": {}", self.key)?;
+        }
+        write!(f, ": {}", self.message)?;
+        if !self.fix.is_empty() {
+            write!(f, " (fix: {})", self.fix)?;
+        }
+        Ok(())
+    }
+}
+
+/// Every problem found in a directory of definitions.
+#[derive(Clone, Debug, thiserror::Error, Serialize)]
+pub struct Problems(pub Vec<Problem>);
+
+impl fmt::Display for Problems {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let n = self.0.len();
+        writeln!(f, "{n} problem{} in the definitions:", if n == 1 { "" } else { "s" })?;
+        for p in &self.0 {
+            writeln!(f, "  {p}")?;
+        }
+        Ok(())
+    }
+}
+
+/// A validated definition and the file it came from.
+#[derive(Clone, Debug)]
+pub struct Loaded {
+    pub file: PathBuf,
+    pub definition: Definition,
+}
+
+/// Reads and validates every `*.toml` in `dir` (sorted by name). Either all
+/// files are valid and unique, or every problem is returned.
+pub fn load_dir(dir: &Path) -> Result<Vec<Loaded>, Problems> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) => {
+            return Err(Problems(vec![Problem {
+                file: dir.to_path_buf(),
+                key: String::new(),
+                message: format!("cannot read the definitions directory: {e}"),
+                fix: "pass --definitions DIR (or set ACTCORE_DEFINITIONS) to a directory of *.toml files".into(),
+            }]));
+        }
+    };
+    let mut files: Vec<PathBuf> = entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "toml") && p.is_file())
+        .collect();
+    files.sort();
+
+    let mut problems = Vec::new();
+    let mut loaded = Vec::new();
+    for file in files {
+        let text = match std::fs::read_to_string(&file) {
+            Ok(t) => t,
+            Err(e) => {
+                problems.push(problem(
+                    &file,
+                    "",
+                    format!("cannot read: {e}"),
+                    "check the file's permissions",
+                ));
+                continue;
+            }
+        };
+        match parse_str(&file, &text) {
+            Ok(definition) => loaded.push(Loaded { file, definition }),
+            Err(mut ps) => problems.append(&mut ps),
+        }
+    }
+    check_unique(&loaded, &mut problems);
+    if problems.is_empty() {
+        Ok(loaded)
+    } else {
+        Err(Problems(problems))
+    }
+}
+
+fn check_unique(loaded: &[Loaded], problems: &mut Vec<Problem>) {
+    let mut ids: HashMap<Uuid, &Path> = HashMap::new();
+    let mut slugs: HashMap<&str, &Path> = HashMap::new();
+    for l in loaded {
+        if let Some(first) = ids.insert(l.definition.id, &l.file) {
+            problems.push(problem(
+                &l.file,
+                "id",
+                format!("duplicate id {} (also in {})", l.definition.id, first.display()),
+                "every activity needs its own id: generate one with `uuidgen` for the newer file",
+            ));
+        }
+        if let Some(first) = slugs.insert(&l.definition.slug, &l.file) {
+            problems.push(problem(
+                &l.file,
+                "slug",
+                format!("duplicate slug `{}` (also in {})", l.definition.slug, first.display()),
+                "slugs are the CLI handle and must be unique: rename one",
+            ));
+        }
+    }
+}
+
+fn problem(file: &Path, key: &str, message: impl Into<String>, fix: impl Into<String>) -> Problem {
+    Problem {
+        file: file.to_path_buf(),
+        key: key.to_string(),
+        message: message.into(),
+        fix: fix.into(),
+    }
+}
+
+/// Parses and validates one file's text. `file` is only used in messages.
+pub fn parse_str(file: &Path, text: &str) -> Result<Definition, Vec<Problem>> {
+    let raw: raw::File = toml::from_str(text).map_err(|e| vec![toml_problem(file, text, &e)])?;
+    let mut v = Validator {
+        file,
+        problems: Vec::new(),
+    };
+    let def = v.definition(raw);
+    match def {
+        Some(d) if v.problems.is_empty() => Ok(d),
+        _ => Err(v.problems),
+    }
+}
+
+fn toml_problem(file: &Path, text: &str, e: &toml::de::Error) -> Problem {
+    let line = e.span().map(|s| text[..s.start.min(text.len())].lines().count().max(1));
+    let message = e.message().trim().to_string();
+    let (key, fix) = if let Some(rest) = message.strip_prefix("unknown field `") {
+        let name = rest.split('`').next().unwrap_or_default().to_string();
+        let expected = rest.split_once(", expected ").map(|x| x.1).unwrap_or("");
+        (
+            name,
+            format!("remove the key or correct its spelling; expected {expected}"),
+        )
+    } else {
+        (
+            String::new(),
+            "correct the TOML syntax at that line (https://toml.io)".to_string(),
+        )
+    };
+    let at = line.map(|l| format!("line {l}: ")).unwrap_or_default();
+    problem(file, &key, format!("{at}{message}"), fix)
+}
+
+struct Validator<'a> {
+    file: &'a Path,
+    problems: Vec<Problem>,
+}
+
+impl Validator<'_> {
+    fn push(&mut self, key: &str, message: impl Into<String>, fix: impl Into<String>) {
+        self.problems.push(problem(self.file, key, message, fix));
+    }
+
+    fn required<T>(&mut self, value: Option<T>, key: &str, fix: &str) -> Option<T> {
+        if value.is_none() {
+            self.push(key, "required key is missing", fix);
+        }
+        value
+    }
+
+    fn duration(&mut self, value: Option<String>, key: &str, default: &str) -> Dur {
+        let text = value.unwrap_or_else(|| default.to_string());
+        match text.parse::<Dur>() {
+            Ok(d) => d,
+            Err(e) => {
+                self.push(
+                    key,
+                    format!("malformed duration: {}", e.0),
+                    "write a number and a unit: ms, s, m, h or d, e.g. \"60s\" or \"1h30m\"",
+                );
+                Dur::ZERO
+            }
+        }
+    }
+
+    fn pointer(&mut self, value: Option<String>, key: &str, default: &str) -> String {
+        let p = value.unwrap_or_else(|| default.to_string());
+        if !(p.is_empty() || p.starts_with('/')) || p.contains("~2") || bad_escape(&p) {
+            self.push(
+                key,
+                format!("`{p}` is not a JSON pointer"),
+                "write an RFC 6901 pointer such as \"/automation_error\" (leading slash; ~0 for ~ and ~1 for /)",
+            );
+        }
+        p
+    }
+
+    fn definition(&mut self, raw: raw::File) -> Option<Definition> {
+        let id = self.required(
+            raw.id,
+            "id",
+            "add `id = \"<uuid>\"` (generate one with `uuidgen`); the id is the activity's identity",
+        );
+        let id = id.and_then(|s| match Uuid::parse_str(&s) {
+            Ok(u) => Some(u),
+            Err(e) => {
+                self.push(
+                    "id",
+                    format!("`{s}` is not a UUID: {e}"),
+                    "use a UUID such as one from `uuidgen`",
+                );
+                None
+            }
+        });
+        let slug = self.required(
+            raw.slug,
+            "slug",
+            "add `slug = \"lower-case-with-dashes\"`, the CLI and API handle",
+        );
+        if let Some(s) = &slug {
+            if s.is_empty()
+                || !s
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+                || s.starts_with('-')
+            {
+                self.push(
+                    "slug",
+                    format!("`{s}` is not a slug"),
+                    "use lower-case letters, digits and dashes, e.g. \"state-hub-consistency-sweep\"",
+                );
+            }
+        }
+        let name = raw.name.or_else(|| slug.clone()).unwrap_or_default();
+
+        let schedule = match self.required(
+            raw.schedule,
+            "schedule",
+            "add a [schedule] table with at least `cron = \"*/15 * * * *\"`",
+        ) {
+            Some(s) => self.schedule(s),
+            None => None,
+        };
+        let action = match self.required(
+            raw.action,
+            "action",
+            "add an [action] table with `kind = \"http\"` and a `url`",
+        ) {
+            Some(a) => self.action(a),
+            None => None,
+        };
+        let result = self.result(raw.result.unwrap_or_default(), slug.as_deref().unwrap_or_default());
+        let retry = self.retry(raw.retry.unwrap_or_default());
+        let guard = self.guard(raw.guard.unwrap_or_default());
+        Some(Definition {
+            id: id?,
+            name,
+            slug: slug?,
+            enabled: raw.enabled.unwrap_or(true),
+            schedule: schedule?,
+            action: action?,
+            result,
+            retry,
+            guard,
+        })
+    }
+
+    fn schedule(&mut self, s: raw::Schedule) -> Option<ScheduleSpec> {
+        let cron = self.required(
+            s.cron,
+            "schedule.cron",
+            "add `cron = \"*/15 * * * *\"` (5 fields, or 6 with leading seconds)",
+        );
+        let timezone = s.timezone.unwrap_or_else(|| "UTC".to_string());
+        if let Some(c) = &cron {
+            if let Err(e) = Schedule::new(c, &timezone) {
+                self.push(&format!("schedule.{}", e.key), e.message, e.fix);
+            }
+        }
+        let misfire = match s.misfire.as_deref().unwrap_or("skip") {
+            "skip" => Misfire::Skip,
+            "fire_once" => Misfire::FireOnce,
+            other => {
+                self.push(
+                    "schedule.misfire",
+                    format!("unknown policy `{other}`"),
+                    "use \"skip\" or \"fire_once\"",
+                );
+                Misfire::Skip
+            }
+        };
+        let overlap = match s.overlap.as_deref().unwrap_or("skip") {
+            "skip" => Overlap::Skip,
+            "allow" => Overlap::Allow,
+            "buffer_one" => Overlap::BufferOne,
+            other => {
+                self.push(
+                    "schedule.overlap",
+                    format!("unknown policy `{other}`"),
+                    "use \"skip\", \"allow\" or \"buffer_one\"",
+                );
+                Overlap::Skip
+            }
+        };
+        let dst = match s.dst.as_deref().unwrap_or("vixie") {
+            "vixie" => DstPolicy::Vixie,
+            other => {
+                self.push(
+                    "schedule.dst",
+                    format!("unknown DST policy `{other}`"),
+                    "use \"vixie\" (the only policy; see CONTRACTS §4)",
+                );
+                DstPolicy::Vixie
+            }
+        };
+        let misfire_grace = self.duration(s.misfire_grace, "schedule.misfire_grace", "60s");
+        let jitter = self.duration(s.jitter, "schedule.jitter", "0s");
+        let catchup_window = s
+            .catchup_window
+            .map(|w| self.duration(Some(w), "schedule.catchup_window", "0s"));
+        match (misfire, catchup_window) {
+            (Misfire::FireOnce, None) => self.push(
+                "schedule.catchup_window",
+                "`misfire = \"fire_once\"` needs a catch-up window",
+                "add `catchup_window = \"1h\"` (how late a missed instant may still fire)",
+            ),
+            (Misfire::Skip, Some(_)) => self.push(
+                "schedule.catchup_window",
+                "only meaningful with `misfire = \"fire_once\"`",
+                "remove it, or set `misfire = \"fire_once\"`",
+            ),
+            _ => {}
+        }
+        Some(ScheduleSpec {
+            cron: cron?,
+            timezone,
+            misfire,
+            misfire_grace,
+            catchup_window,
+            overlap,
+            jitter,
+            dst,
+        })
+    }
+
+    fn action(&mut self, a: raw::Action) -> Option<ActionSpec> {
+        let kind = match a.kind.as_deref().unwrap_or("http") {
+            "http" => ActionKind::Http,
+            other => {
+                self.push("action.kind", format!("unknown action kind `{other}`"), "use \"http\"");
+                ActionKind::Http
+            }
+        };
+        let method = a.method.unwrap_or_else(|| "POST".into()).to_ascii_uppercase();
+        if !["GET", "POST", "PUT", "PATCH", "DELETE"].contains(&method.as_str()) {
+            self.push(
+                "action.method",
+                format!("unsupported method `{method}`"),
+                "use GET, POST, PUT, PATCH or DELETE",
+            );
+        }
+        let url = self.required(
+            a.url,
+            "action.url",
+            "add `url = \"${STATE_HUB_URL}/...\"`: an http action needs a url",
+        );
+        for (key, value) in [
+            ("action.url", url.as_deref()),
+            ("action.preflight", a.preflight.as_deref()),
+        ] {
+            if let Some(v) = value {
+                self.url(key, v);
+            }
+        }
+        let body = a
+            .body
+            .map(|b| serde_json::to_value(b).expect("TOML values are JSON values"));
+        let timeout = self.duration(a.timeout, "action.timeout", "30s");
+        if timeout.is_zero() {
+            self.push(
+                "action.timeout",
+                "must be above zero",
+                "set e.g. `timeout = \"330s\"` (under the bridge proxy's 360 s)",
+            );
+        }
+        for name in a.headers.keys() {
+            if name.is_empty()
+                || !name
+                    .bytes()
+                    .all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_')
+            {
+                self.push(
+                    &format!("action.headers.{name}"),
+                    "not a valid header name",
+                    "use letters, digits and dashes",
+                );
+            }
+        }
+        Some(ActionSpec {
+            kind,
+            method,
+            url: url?,
+            body,
+            headers: a.headers,
+            timeout,
+            preflight: a.preflight,
+        })
+    }
+
+    fn url(&mut self, key: &str, value: &str) {
+        if let Err(e) = template::check_syntax(value) {
+            self.push(
+                key,
+                e,
+                "write variables as ${NAME} with letters, digits and underscores",
+            );
+            return;
+        }
+        // A leading ${VAR} holds the scheme and host; it is resolved at execution.
+        let literal = value.starts_with("${") || value.starts_with("http://") || value.starts_with("https://");
+        if !literal {
+            self.push(
+                key,
+                format!("`{value}` is not an http(s) URL"),
+                "start with http://, https:// or a ${VAR} holding one",
+            );
+        }
+    }
+
+    fn result(&mut self, r: raw::Result, slug: &str) -> ResultSpec {
+        let snapshot_key = r.snapshot_key.unwrap_or_else(|| slug.replace('-', "_"));
+        if snapshot_key.is_empty() {
+            self.push(
+                "result.snapshot_key",
+                "must not be empty",
+                "set e.g. `snapshot_key = \"consistency_sweep_remote_all\"`",
+            );
+        }
+        ResultSpec {
+            snapshot_key,
+            automation_error: self.pointer(r.automation_error, "result.automation_error", "/automation_error"),
+            assessment_failures: self.pointer(
+                r.assessment_failures,
+                "result.assessment_failures",
+                "/assessment_failures",
+            ),
+            lock_skipped: self.pointer(r.lock_skipped, "result.lock_skipped", "/lock_skipped"),
+            exit_code: self.pointer(r.exit_code, "result.exit_code", "/exit_code"),
+        }
+    }
+
+    fn retry(&mut self, r: raw::Retry) -> RetrySpec {
+        let max_attempts = r.max_attempts.unwrap_or(3);
+        if max_attempts == 0 {
+            self.push(
+                "retry.max_attempts",
+                "must be at least 1 (the first attempt counts)",
+                "set `max_attempts = 1` for no retries",
+            );
+        }
+        let backoff_coefficient = r.backoff_coefficient.unwrap_or(2.0);
+        if !(1.0..=100.0).contains(&backoff_coefficient) {
+            self.push(
+                "retry.backoff_coefficient",
+                format!("{backoff_coefficient} is out of range"),
+                "use a value from 1.0 to 100.0, e.g. 2.0",
+            );
+        }
+        RetrySpec {
+            max_attempts,
+            initial_interval: self.duration(r.initial_interval, "retry.initial_interval", "30s"),
+            backoff_coefficient,
+            max_interval: self.duration(r.max_interval, "retry.max_interval", "5m"),
+        }
+    }
+
+    fn guard(&mut self, g: raw::Guard) -> GuardSpec {
+        let open_after = g.open_after.unwrap_or(4);
+        if open_after == 0 {
+            self.push(
+                "guard.open_after",
+                "must be at least 1",
+                "set e.g. `open_after = 4` consecutive automation errors",
+            );
+        }
+        GuardSpec {
+            cooldown: self.duration(g.cooldown, "guard.cooldown", "2m"),
+            max_automated_attempts: g.max_automated_attempts.unwrap_or(6),
+            window: self.duration(g.window, "guard.window", "1h"),
+            open_after,
+            open_for: self.duration(g.open_for, "guard.open_for", "30m"),
+        }
+    }
+}
+
+/// A valid definition built in code, with the defaults a file would get:
+/// for tests and benchmarks that need many activities quickly.
+pub fn sample(id: Uuid, slug: &str, cron: &str, url: &str) -> Definition {
+    let text = format!(
+        "id = \"{id}\"\nslug = \"{slug}\"\n[schedule]\ncron = \"{cron}\"\n[action]\nurl = \"{url}\"\ntimeout = \"5s\"\n"
+    );
+    parse_str(Path::new("<sample>"), &text).unwrap_or_else(|p| panic!("sample definition is invalid: {p:?}"))
+}
+
+fn bad_escape(p: &str) -> bool {
+    let b = p.as_bytes();
+    b.iter()
+        .enumerate()
+        .any(|(i, &c)| c == b'~' && !matches!(b.get(i + 1), Some(b'0') | Some(b'1')))
+}
+
+/// The file's shape as written: everything optional, so that missing keys
+/// become named problems rather than serde's generic message.
+mod raw {
+    use std::collections::BTreeMap;
+
+    use serde::Deserialize;
+
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct File {
+        pub id: Option<String>,
+        pub name: Option<String>,
+        pub slug: Option<String>,
+        pub enabled: Option<bool>,
+        pub schedule: Option<Schedule>,
+        pub action: Option<Action>,
+        pub result: Option<Result>,
+        pub retry: Option<Retry>,
+        pub guard: Option<Guard>,
+    }
+
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct Schedule {
+        pub cron: Option<String>,
+        pub timezone: Option<String>,
+        pub misfire: Option<String>,
+        pub misfire_grace: Option<String>,
+        pub catchup_window: Option<String>,
+        pub overlap: Option<String>,
+        pub jitter: Option<String>,
+        pub dst: Option<String>,
+    }
+
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct Action {
+        pub kind: Option<String>,
+        pub method: Option<String>,
+        pub url: Option<String>,
+        pub body: Option<toml::Value>,
+        #[serde(default)]
+        pub headers: BTreeMap<String, String>,
+        pub timeout: Option<String>,
+        pub preflight: Option<String>,
+    }
+
+    #[derive(Deserialize, Default)]
+    #[serde(deny_unknown_fields)]
+    pub struct Result {
+        pub snapshot_key: Option<String>,
+        pub automation_error: Option<String>,
+        pub assessment_failures: Option<String>,
+        pub lock_skipped: Option<String>,
+        pub exit_code: Option<String>,
+    }
+
+    #[derive(Deserialize, Default)]
+    #[serde(deny_unknown_fields)]
+    pub struct Retry {
+        pub max_attempts: Option<u32>,
+        pub initial_interval: Option<String>,
+        pub backoff_coefficient: Option<f64>,
+        pub max_interval: Option<String>,
+    }
+
+    #[derive(Deserialize, Default)]
+    #[serde(deny_unknown_fields)]
+    pub struct Guard {
+        pub cooldown: Option<String>,
+        pub max_automated_attempts: Option<u32>,
+        pub window: Option<String>,
+        pub open_after: Option<u32>,
+        pub open_for: Option<String>,
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,33 @@
+//! actcore: a scheduled activity worker.
+//!
+//! Activity definitions (`definitions/*.toml`) are synced into a store;
+//! every worker replica fires their cron schedules exactly once per instant
+//! (the store's unique index is the fence), executes the HTTP action, and
+//! records one `activity_runs` row per firing.
+//!
+//! The module map, pure parts first:
+//! - [`duration`], [`template`], [`run`]: small vocabularies.
+//! - [`definition`]: the file format, validation, canonical spec and hash.
+//! - [`schedule`]: pure schedule maths (next instants, DST, jitter, misfires).
+//! - [`classify`]: pure: an HTTP exchange → an outcome (CONTRACTS §5).
+//! - [`sync`]: files → store, as a diff by identity.
+//! - [`action`]: executing the HTTP call.
+//! - [`store`]: the narrow store interface; Postgres and SQLite.
+//! - [`worker`]: the loop: reconcile, claim, execute, record, leases, shutdown.
+//! - [`cli`]: the commands and their output; [`telemetry`]: logs.
+
+pub mod action;
+pub mod classify;
+pub mod cli;
+pub mod definition;
+pub mod duration;
+pub mod error;
+pub mod run;
+pub mod schedule;
+pub mod store;
+pub mod sync;
+pub mod telemetry;
+pub mod template;
+pub mod worker;
+
+pub use error::{Error, Result};

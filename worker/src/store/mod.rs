@@ -1,0 +1,403 @@
+//! The run store: one narrow interface, two backends.
+//!
+//! Postgres is the production store and the exactly-once fence for any
+//! number of replicas; SQLite is the embedded single-node default for
+//! newcomers and the local fallback. Both keep the public tables of
+//! CONTRACTS §3, and one conformance suite (`tests/store_conformance.rs`)
+//! runs against each.
+
+mod postgres;
+mod sqlite;
+pub mod time;
+
+use std::path::{Path, PathBuf};
+
+use jiff::Timestamp;
+use serde::Serialize;
+use uuid::Uuid;
+
+pub use self::postgres::PgStore;
+pub use self::sqlite::SqliteStore;
+use crate::definition::{Definition, Loaded};
+use crate::error::{Error, Result};
+use crate::run::{ErrorCode, Outcome, Source, State, Trigger};
+use crate::sync::{Existing, Plan, SyncReport};
+
+/// The Postgres channel a sync notifies; workers treat it as a wake-up and re-read.
+pub const NOTIFY_CHANNEL: &str = "actcore_definitions";
+
+/// Where the embedded store lives when no `DATABASE_URL` is given.
+pub const DEFAULT_SQLITE_DIR: &str = ".actcore";
+
+/// A store, chosen by URL: `postgres://…` or `sqlite://PATH`.
+#[derive(Clone, Debug)]
+pub enum Store {
+    Postgres(PgStore),
+    Sqlite(SqliteStore),
+}
+
+/// An activity as the worker needs it.
+#[derive(Clone, Debug)]
+pub struct StoredDefinition {
+    pub definition: Definition,
+    pub spec_hash: String,
+    pub enabled: bool,
+    pub paused: bool,
+    pub retired_at: Option<Timestamp>,
+    pub updated_at: Timestamp,
+}
+
+impl StoredDefinition {
+    /// Fires on schedule: enabled, not paused by an operator, not retired.
+    pub fn is_active(&self) -> bool {
+        self.enabled && !self.paused && self.retired_at.is_none()
+    }
+}
+
+/// A run row to insert.
+#[derive(Clone, Debug, Serialize)]
+pub struct NewRun {
+    pub run_id: Uuid,
+    pub definition_id: Uuid,
+    pub fired_at: Timestamp,
+    pub scheduled_for: Option<Timestamp>,
+    pub trigger: Trigger,
+    pub source: Source,
+    pub attempt: i32,
+    pub state: State,
+    pub outcome: Option<Outcome>,
+    pub automation_error: bool,
+    pub assessment_failures: i32,
+    pub error_code: Option<ErrorCode>,
+    pub error_message: Option<String>,
+    pub context_snapshot: serde_json::Value,
+    pub worker_id: Option<String>,
+    pub lease_expires_at: Option<Timestamp>,
+    pub started_at: Option<Timestamp>,
+    pub finished_at: Option<Timestamp>,
+    pub spec_hash: Option<String>,
+}
+
+/// One activity due at an instant, for a batched claim.
+#[derive(Clone, Debug)]
+pub struct ClaimItem {
+    pub run_id: Uuid,
+    pub definition_id: Uuid,
+    pub spec_hash: String,
+    /// With `overlap = "skip"`: record `skipped_overlap` instead if a run is in flight.
+    pub skip_if_running: bool,
+    /// Written into the row's snapshot at claim time (trigger, lateness, spec hash).
+    pub snapshot: serde_json::Value,
+}
+
+/// The instant-wide part of a claim.
+#[derive(Clone, Debug)]
+pub struct ClaimBatch<'a> {
+    pub scheduled_for: Timestamp,
+    pub fired_at: Timestamp,
+    pub worker_id: &'a str,
+    pub lease_expires_at: Timestamp,
+    pub items: &'a [ClaimItem],
+}
+
+/// A row this replica inserted: it owns the run (`running`) or recorded the overlap (`skipped`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Claimed {
+    pub run_id: Uuid,
+    pub definition_id: Uuid,
+    pub state: State,
+}
+
+/// The end of a run, written in batches.
+#[derive(Clone, Debug)]
+pub struct FinishRun {
+    pub run_id: Uuid,
+    pub state: State,
+    pub outcome: Outcome,
+    pub automation_error: bool,
+    pub assessment_failures: i32,
+    pub error_code: Option<ErrorCode>,
+    pub error_message: Option<String>,
+    /// Merged into the snapshot written at claim time.
+    pub snapshot: serde_json::Value,
+    pub finished_at: Timestamp,
+}
+
+/// A run whose worker was lost, marked `abandoned` by the reaper.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Abandoned {
+    pub run_id: Uuid,
+    pub definition_id: Uuid,
+}
+
+/// An `activity_events` row to append.
+#[derive(Clone, Debug)]
+pub struct NewEvent {
+    pub at: Timestamp,
+    pub definition_id: Option<Uuid>,
+    pub run_id: Option<Uuid>,
+    pub kind: String,
+    pub detail: serde_json::Value,
+}
+
+/// A run as read back (CLI `runs`, tests).
+#[derive(Clone, Debug, Serialize)]
+pub struct RunRow {
+    pub run_id: Uuid,
+    pub definition_id: Uuid,
+    pub fired_at: Timestamp,
+    pub scheduled_for: Option<Timestamp>,
+    pub trigger: String,
+    pub source: String,
+    pub attempt: i32,
+    pub state: String,
+    pub outcome: Option<String>,
+    pub automation_error: bool,
+    pub assessment_failures: i32,
+    pub error_code: Option<String>,
+    pub error_message: Option<String>,
+    pub context_snapshot: serde_json::Value,
+    pub worker_id: Option<String>,
+    pub lease_expires_at: Option<Timestamp>,
+    pub started_at: Option<Timestamp>,
+    pub finished_at: Option<Timestamp>,
+}
+
+/// Which runs to read.
+#[derive(Clone, Debug, Default)]
+pub struct RunFilter {
+    pub definition_id: Option<Uuid>,
+    pub since: Option<Timestamp>,
+    pub limit: i64,
+}
+
+/// A cheap fingerprint of the definitions table: when it is unchanged, a
+/// worker's periodic re-read can skip loading the specs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DefinitionsVersion {
+    pub count: i64,
+    pub max_updated_at: Option<Timestamp>,
+}
+
+/// Redacts the password from a database URL for messages.
+pub fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme_end), Some(at)) if at > scheme_end => {
+            let userinfo = &url[scheme_end + 3..at];
+            match userinfo.split_once(':') {
+                Some((user, _)) => format!("{}{user}:***{}", &url[..scheme_end + 3], &url[at..]),
+                None => url.to_string(),
+            }
+        }
+        _ => url.to_string(),
+    }
+}
+
+/// The embedded store's URL under `dir` (`.actcore/actcore.db`).
+pub fn default_sqlite_url(dir: &Path) -> String {
+    format!("sqlite://{}", dir.join(DEFAULT_SQLITE_DIR).join("actcore.db").display())
+}
+
+impl Store {
+    /// Opens (and migrates) the store at `url`. With no URL, the embedded
+    /// SQLite file under `.actcore/` in the working directory.
+    pub async fn open(url: Option<&str>) -> Result<Store> {
+        let url = match url {
+            Some(u) if !u.trim().is_empty() => u.to_string(),
+            _ => default_sqlite_url(Path::new(".")),
+        };
+        let store = if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Store::Postgres(PgStore::connect(&url).await?)
+        } else if let Some(path) = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:")) {
+            Store::Sqlite(SqliteStore::open(&PathBuf::from(path)).await?)
+        } else {
+            return Err(Error::Config(format!(
+                "DATABASE_URL `{}` is neither postgres://… nor sqlite://PATH; set it to one, or unset it for the embedded store under .actcore/",
+                redact_url(&url)
+            )));
+        };
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    pub fn backend(&self) -> &'static str {
+        match self {
+            Store::Postgres(_) => "postgres",
+            Store::Sqlite(_) => "sqlite",
+        }
+    }
+
+    /// Applies the embedded migrations (idempotent).
+    pub async fn migrate(&self) -> Result<()> {
+        match self {
+            Store::Postgres(s) => s.migrate().await,
+            Store::Sqlite(s) => s.migrate().await,
+        }
+    }
+
+    /// Syncs validated files in one transaction: adds, changes, retires,
+    /// events, and (Postgres) a NOTIFY. A dry run or an empty plan writes nothing.
+    pub async fn sync(&self, files: &[Loaded], now: Timestamp, dry_run: bool) -> Result<SyncReport> {
+        match self {
+            Store::Postgres(s) => s.sync(files, now, dry_run).await,
+            Store::Sqlite(s) => s.sync(files, now, dry_run).await,
+        }
+    }
+
+    /// Every activity, retired ones included.
+    pub async fn definitions(&self) -> Result<Vec<StoredDefinition>> {
+        match self {
+            Store::Postgres(s) => s.definitions().await,
+            Store::Sqlite(s) => s.definitions().await,
+        }
+    }
+
+    pub async fn definitions_version(&self) -> Result<DefinitionsVersion> {
+        match self {
+            Store::Postgres(s) => s.definitions_version().await,
+            Store::Sqlite(s) => s.definitions_version().await,
+        }
+    }
+
+    /// Sets the operator's pause flag; records an event. False if no such activity.
+    pub async fn set_paused(&self, id: Uuid, paused: bool, now: Timestamp) -> Result<bool> {
+        match self {
+            Store::Postgres(s) => s.set_paused(id, paused, now).await,
+            Store::Sqlite(s) => s.set_paused(id, paused, now).await,
+        }
+    }
+
+    /// The latest scheduled instant recorded per activity: where a
+    /// restarted worker resumes, and what it counts as missed.
+    pub async fn last_scheduled(&self) -> Result<Vec<(Uuid, Timestamp)>> {
+        match self {
+            Store::Postgres(s) => s.last_scheduled().await,
+            Store::Sqlite(s) => s.last_scheduled().await,
+        }
+    }
+
+    /// Claims every activity due at one instant in one statement. Rows that
+    /// another replica inserted first are not returned: only winners execute.
+    pub async fn claim(&self, batch: &ClaimBatch<'_>) -> Result<Vec<Claimed>> {
+        match self {
+            Store::Postgres(s) => s.claim(batch).await,
+            Store::Sqlite(s) => s.claim(batch).await,
+        }
+    }
+
+    /// Inserts one run; false when the fence already holds one for its instant.
+    pub async fn insert_run(&self, run: &NewRun) -> Result<bool> {
+        match self {
+            Store::Postgres(s) => s.insert_run(run).await,
+            Store::Sqlite(s) => s.insert_run(run).await,
+        }
+    }
+
+    /// Writes finished runs (only rows still `running`); returns how many.
+    pub async fn finish_runs(&self, runs: &[FinishRun]) -> Result<u64> {
+        match self {
+            Store::Postgres(s) => s.finish_runs(runs).await,
+            Store::Sqlite(s) => s.finish_runs(runs).await,
+        }
+    }
+
+    /// Extends the lease of every run this worker holds.
+    pub async fn renew_leases(&self, worker_id: &str, until: Timestamp) -> Result<u64> {
+        match self {
+            Store::Postgres(s) => s.renew_leases(worker_id, until).await,
+            Store::Sqlite(s) => s.renew_leases(worker_id, until).await,
+        }
+    }
+
+    /// Marks runs whose lease expired before `now` as `abandoned` (`worker_lost`).
+    pub async fn reap_expired(&self, now: Timestamp) -> Result<Vec<Abandoned>> {
+        match self {
+            Store::Postgres(s) => s.reap_expired(now).await,
+            Store::Sqlite(s) => s.reap_expired(now).await,
+        }
+    }
+
+    /// Marks this worker's unfinished runs `abandoned` with `code` (shutdown past the grace).
+    pub async fn abandon_worker_runs(
+        &self,
+        worker_id: &str,
+        code: ErrorCode,
+        message: &str,
+        now: Timestamp,
+    ) -> Result<u64> {
+        match self {
+            Store::Postgres(s) => s.abandon_worker_runs(worker_id, code, message, now).await,
+            Store::Sqlite(s) => s.abandon_worker_runs(worker_id, code, message, now).await,
+        }
+    }
+
+    pub async fn record_events(&self, events: &[NewEvent]) -> Result<()> {
+        match self {
+            Store::Postgres(s) => s.record_events(events).await,
+            Store::Sqlite(s) => s.record_events(events).await,
+        }
+    }
+
+    pub async fn runs(&self, filter: &RunFilter) -> Result<Vec<RunRow>> {
+        match self {
+            Store::Postgres(s) => s.runs(filter).await,
+            Store::Sqlite(s) => s.runs(filter).await,
+        }
+    }
+
+    /// Counts of events by kind (tests, status).
+    pub async fn event_kinds(&self, definition_id: Option<Uuid>) -> Result<Vec<(String, i64)>> {
+        match self {
+            Store::Postgres(s) => s.event_kinds(definition_id).await,
+            Store::Sqlite(s) => s.event_kinds(definition_id).await,
+        }
+    }
+}
+
+/// What sync needs from the existing rows, shared by both backends.
+pub(crate) fn plan_from(existing: Vec<Existing>, files: &[Loaded]) -> Plan {
+    crate::sync::plan(&existing, files)
+}
+
+/// The events a plan records (one per change).
+pub(crate) fn sync_events(plan: &Plan, now: Timestamp) -> Vec<NewEvent> {
+    let mut events = Vec::new();
+    for (kind, list) in [("definition_added", &plan.added), ("definition_changed", &plan.changed)] {
+        for u in list {
+            events.push(NewEvent {
+                at: now,
+                definition_id: Some(u.definition.id),
+                run_id: None,
+                kind: kind.into(),
+                detail: serde_json::json!({
+                    "slug": u.definition.slug,
+                    "spec_hash": u.spec_hash,
+                    "previous_hash": u.previous_hash,
+                    "revived": u.revived,
+                    "file": u.source_file,
+                }),
+            });
+        }
+    }
+    for e in &plan.retired {
+        events.push(NewEvent {
+            at: now,
+            definition_id: Some(e.id),
+            run_id: None,
+            kind: "definition_retired".into(),
+            detail: serde_json::json!({ "slug": e.slug, "spec_hash": e.spec_hash }),
+        });
+    }
+    events
+}
+
+/// Turns a connection failure into one line naming the URL and what to try.
+pub(crate) fn connect_error(url: &str, err: impl std::fmt::Display) -> Error {
+    Error::Connect {
+        url: redact_url(url),
+        reason: err.to_string(),
+        hint: "check that the server is up and the URL (host, port, user, database) is right; \
+               unset DATABASE_URL to use the embedded store under .actcore/"
+            .into(),
+    }
+}

@@ -1,0 +1,481 @@
+//! The embedded single-node store: a SQLite file (WAL mode) under
+//! `.actcore/`. Same tables and semantics as Postgres; ids are text and
+//! times fixed-width text (see `time.rs`), so the runbook SQL works as is.
+
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+use jiff::Timestamp;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous};
+use sqlx::{Row, SqlitePool};
+use uuid::Uuid;
+
+use super::time::{from_text, to_text};
+use super::{
+    Abandoned, ClaimBatch, Claimed, DefinitionsVersion, FinishRun, NewEvent, NewRun, RunFilter, RunRow,
+    StoredDefinition, connect_error, plan_from, sync_events,
+};
+use crate::definition::Loaded;
+use crate::error::Result;
+use crate::run::{ErrorCode, State};
+use crate::sync::{Existing, SyncReport, Upsert};
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
+
+#[derive(Clone, Debug)]
+pub struct SqliteStore {
+    pool: SqlitePool,
+    path: PathBuf,
+}
+
+fn uuid_of(row: &SqliteRow, col: &str) -> std::result::Result<Uuid, sqlx::Error> {
+    let s: String = row.try_get(col)?;
+    Uuid::parse_str(&s).map_err(|e| sqlx::Error::Decode(Box::new(e)))
+}
+
+fn ts_of(row: &SqliteRow, col: &str) -> std::result::Result<Timestamp, sqlx::Error> {
+    from_text(&row.try_get::<String, _>(col)?)
+}
+
+fn opt_ts_of(row: &SqliteRow, col: &str) -> std::result::Result<Option<Timestamp>, sqlx::Error> {
+    row.try_get::<Option<String>, _>(col)?
+        .map(|s| from_text(&s))
+        .transpose()
+}
+
+fn json_of(row: &SqliteRow, col: &str) -> std::result::Result<serde_json::Value, sqlx::Error> {
+    let s: String = row.try_get(col)?;
+    serde_json::from_str(&s).map_err(|e| sqlx::Error::Decode(Box::new(e)))
+}
+
+impl SqliteStore {
+    /// Opens the file at `path`, creating it and its directory on first use.
+    pub async fn open(path: &Path) -> Result<Self> {
+        let display = format!("sqlite://{}", path.display());
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|e| connect_error(&display, e))?;
+        }
+        let options = SqliteConnectOptions::from_str(&display)
+            .map_err(|e| connect_error(&display, e))?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .foreign_keys(true)
+            .busy_timeout(Duration::from_secs(10));
+        let pool = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(options)
+            .await
+            .map_err(|e| connect_error(&display, e))?;
+        Ok(SqliteStore {
+            pool,
+            path: path.to_path_buf(),
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn pool(&self) -> &SqlitePool {
+        &self.pool
+    }
+
+    pub async fn migrate(&self) -> Result<()> {
+        MIGRATOR.run(&self.pool).await?;
+        Ok(())
+    }
+
+    pub async fn sync(&self, files: &[Loaded], now: Timestamp, dry_run: bool) -> Result<SyncReport> {
+        // BEGIN IMMEDIATE: take the write lock before reading, one sync at a time.
+        let mut conn = self.pool.acquire().await?;
+        sqlx::query("begin immediate").execute(&mut *conn).await?;
+        let result = async {
+            let existing = sqlx::query(
+                "select definition_id, slug, spec_hash, retired_at is not null as retired from activity_definitions",
+            )
+            .fetch_all(&mut *conn)
+            .await?
+            .iter()
+            .map(|r| {
+                Ok(Existing {
+                    id: uuid_of(r, "definition_id")?,
+                    slug: r.try_get("slug")?,
+                    spec_hash: r.try_get("spec_hash")?,
+                    retired: r.try_get("retired")?,
+                })
+            })
+            .collect::<std::result::Result<Vec<_>, sqlx::Error>>()?;
+            let plan = plan_from(existing, files);
+            let report = plan.report(dry_run);
+            if dry_run || plan.is_empty() {
+                return Ok::<_, crate::Error>((report, false));
+            }
+            let now_text = to_text(now);
+            for e in &plan.retired {
+                sqlx::query(
+                    "update activity_definitions set enabled = 0, retired_at = ?2, updated_at = ?2 where definition_id = ?1",
+                )
+                .bind(e.id.to_string())
+                .bind(&now_text)
+                .execute(&mut *conn)
+                .await?;
+            }
+            for u in plan.added.iter().chain(&plan.changed) {
+                upsert(&mut conn, u, &now_text).await?;
+            }
+            for e in sync_events(&plan, now) {
+                insert_event(&mut conn, &e).await?;
+            }
+            Ok((report, true))
+        }
+        .await;
+        match result {
+            Ok((report, true)) => {
+                sqlx::query("commit").execute(&mut *conn).await?;
+                Ok(report)
+            }
+            Ok((report, false)) => {
+                sqlx::query("rollback").execute(&mut *conn).await?;
+                Ok(report)
+            }
+            Err(e) => {
+                let _ = sqlx::query("rollback").execute(&mut *conn).await;
+                Err(e)
+            }
+        }
+    }
+
+    pub async fn definitions(&self) -> Result<Vec<StoredDefinition>> {
+        let rows = sqlx::query(
+            "select spec, spec_hash, enabled, paused, retired_at, updated_at from activity_definitions order by slug",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(StoredDefinition {
+                    definition: serde_json::from_value(json_of(r, "spec")?)
+                        .map_err(|e| sqlx::Error::Decode(Box::new(e)))?,
+                    spec_hash: r.try_get("spec_hash")?,
+                    enabled: r.try_get("enabled")?,
+                    paused: r.try_get("paused")?,
+                    retired_at: opt_ts_of(r, "retired_at")?,
+                    updated_at: ts_of(r, "updated_at")?,
+                })
+            })
+            .collect()
+    }
+
+    pub async fn definitions_version(&self) -> Result<DefinitionsVersion> {
+        let r = sqlx::query("select count(*) as n, max(updated_at) as m from activity_definitions")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(DefinitionsVersion {
+            count: r.try_get("n")?,
+            max_updated_at: opt_ts_of(&r, "m")?,
+        })
+    }
+
+    pub async fn set_paused(&self, id: Uuid, paused: bool, now: Timestamp) -> Result<bool> {
+        let mut tx = self.pool.begin().await?;
+        let n = sqlx::query("update activity_definitions set paused = ?2, updated_at = ?3 where definition_id = ?1")
+            .bind(id.to_string())
+            .bind(paused)
+            .bind(to_text(now))
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        if n > 0 {
+            let kind = if paused { "paused" } else { "resumed" };
+            let e = NewEvent {
+                at: now,
+                definition_id: Some(id),
+                run_id: None,
+                kind: kind.into(),
+                detail: serde_json::json!({}),
+            };
+            insert_event(&mut tx, &e).await?;
+        }
+        tx.commit().await?;
+        Ok(n > 0)
+    }
+
+    pub async fn last_scheduled(&self) -> Result<Vec<(Uuid, Timestamp)>> {
+        let rows = sqlx::query(
+            "select definition_id, max(scheduled_for) as last from activity_runs
+             where trigger = 'schedule' and scheduled_for is not null group by definition_id",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| Ok((uuid_of(r, "definition_id")?, ts_of(r, "last")?)))
+            .collect()
+    }
+
+    pub async fn claim(&self, b: &ClaimBatch<'_>) -> Result<Vec<Claimed>> {
+        if b.items.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut tx = self.pool.begin().await?;
+        let fired = to_text(b.fired_at);
+        let scheduled = to_text(b.scheduled_for);
+        let lease = to_text(b.lease_expires_at);
+        let mut out = Vec::with_capacity(b.items.len());
+        for i in b.items {
+            let def = i.definition_id.to_string();
+            let busy = i.skip_if_running
+                && sqlx::query("select 1 from activity_runs where definition_id = ?1 and state = 'running' limit 1")
+                    .bind(&def)
+                    .fetch_optional(&mut *tx)
+                    .await?
+                    .is_some();
+            let state = if busy { State::Skipped } else { State::Running };
+            let inserted = sqlx::query(
+                "insert into activity_runs (run_id, definition_id, fired_at, scheduled_for, trigger, source, attempt, state,
+                     outcome, worker_id, lease_expires_at, started_at, finished_at, context_snapshot, spec_hash)
+                 values (?1, ?2, ?3, ?4, 'schedule', 'activity-core', 1, ?5, ?6, ?7, ?8, ?3, ?9, ?10, ?11)
+                 on conflict do nothing",
+            )
+            .bind(i.run_id.to_string())
+            .bind(&def)
+            .bind(&fired)
+            .bind(&scheduled)
+            .bind(state.as_str())
+            .bind(busy.then_some("skipped_overlap"))
+            .bind(b.worker_id)
+            .bind((!busy).then_some(lease.as_str()))
+            .bind(busy.then_some(fired.as_str()))
+            .bind(i.snapshot.to_string())
+            .bind(&i.spec_hash)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            if inserted == 1 {
+                out.push(Claimed {
+                    run_id: i.run_id,
+                    definition_id: i.definition_id,
+                    state,
+                });
+            }
+        }
+        tx.commit().await?;
+        Ok(out)
+    }
+
+    pub async fn insert_run(&self, run: &NewRun) -> Result<bool> {
+        let n = sqlx::query(
+            "insert into activity_runs (run_id, definition_id, fired_at, scheduled_for, trigger, source, attempt, state, outcome,
+                 automation_error, assessment_failures, error_code, error_message, context_snapshot, worker_id,
+                 lease_expires_at, started_at, finished_at, spec_hash)
+             values (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,?16,?17,?18,?19)
+             on conflict do nothing",
+        )
+        .bind(run.run_id.to_string())
+        .bind(run.definition_id.to_string())
+        .bind(to_text(run.fired_at))
+        .bind(run.scheduled_for.map(to_text))
+        .bind(run.trigger.as_str())
+        .bind(run.source.as_str())
+        .bind(run.attempt)
+        .bind(run.state.as_str())
+        .bind(run.outcome.map(|o| o.as_str()))
+        .bind(run.automation_error)
+        .bind(run.assessment_failures)
+        .bind(run.error_code.map(|c| c.as_str()))
+        .bind(run.error_message.as_deref())
+        .bind(run.context_snapshot.to_string())
+        .bind(run.worker_id.as_deref())
+        .bind(run.lease_expires_at.map(to_text))
+        .bind(run.started_at.map(to_text))
+        .bind(run.finished_at.map(to_text))
+        .bind(run.spec_hash.as_deref())
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        Ok(n == 1)
+    }
+
+    pub async fn finish_runs(&self, runs: &[FinishRun]) -> Result<u64> {
+        let mut tx = self.pool.begin().await?;
+        let mut done = 0;
+        for r in runs {
+            done += sqlx::query(
+                "update activity_runs set state = ?2, outcome = ?3, automation_error = ?4, assessment_failures = ?5,
+                     error_code = ?6, error_message = ?7, context_snapshot = json_patch(context_snapshot, ?8),
+                     finished_at = ?9, lease_expires_at = null
+                 where run_id = ?1 and state = 'running'",
+            )
+            .bind(r.run_id.to_string())
+            .bind(r.state.as_str())
+            .bind(r.outcome.as_str())
+            .bind(r.automation_error)
+            .bind(r.assessment_failures)
+            .bind(r.error_code.map(|c| c.as_str()))
+            .bind(r.error_message.as_deref())
+            .bind(r.snapshot.to_string())
+            .bind(to_text(r.finished_at))
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        }
+        tx.commit().await?;
+        Ok(done)
+    }
+
+    pub async fn renew_leases(&self, worker_id: &str, until: Timestamp) -> Result<u64> {
+        Ok(
+            sqlx::query("update activity_runs set lease_expires_at = ?2 where worker_id = ?1 and state = 'running'")
+                .bind(worker_id)
+                .bind(to_text(until))
+                .execute(&self.pool)
+                .await?
+                .rows_affected(),
+        )
+    }
+
+    pub async fn reap_expired(&self, now: Timestamp) -> Result<Vec<Abandoned>> {
+        let mut tx = self.pool.begin().await?;
+        let rows = sqlx::query(
+            "update activity_runs set state = 'abandoned', outcome = 'automation_error', automation_error = 1,
+                 error_code = 'worker_lost', finished_at = ?1, lease_expires_at = null,
+                 error_message = 'worker ' || coalesce(worker_id, '?') || ' stopped renewing its lease'
+             where state = 'running' and lease_expires_at < ?1
+             returning run_id, definition_id, worker_id",
+        )
+        .bind(to_text(now))
+        .fetch_all(&mut *tx)
+        .await?;
+        let mut out = Vec::with_capacity(rows.len());
+        for r in &rows {
+            let a = Abandoned {
+                run_id: uuid_of(r, "run_id")?,
+                definition_id: uuid_of(r, "definition_id")?,
+            };
+            let worker: Option<String> = r.try_get("worker_id")?;
+            let e = NewEvent {
+                at: now,
+                definition_id: Some(a.definition_id),
+                run_id: Some(a.run_id),
+                kind: "run_abandoned".into(),
+                detail: serde_json::json!({"error_code": "worker_lost", "worker_id": worker}),
+            };
+            insert_event(&mut tx, &e).await?;
+            out.push(a);
+        }
+        tx.commit().await?;
+        Ok(out)
+    }
+
+    pub async fn abandon_worker_runs(
+        &self,
+        worker_id: &str,
+        code: ErrorCode,
+        message: &str,
+        now: Timestamp,
+    ) -> Result<u64> {
+        Ok(sqlx::query(
+            "update activity_runs set state = 'abandoned', outcome = 'automation_error', automation_error = 1,
+                 error_code = ?2, error_message = ?3, finished_at = ?4, lease_expires_at = null
+             where worker_id = ?1 and state = 'running'",
+        )
+        .bind(worker_id)
+        .bind(code.as_str())
+        .bind(message)
+        .bind(to_text(now))
+        .execute(&self.pool)
+        .await?
+        .rows_affected())
+    }
+
+    pub async fn record_events(&self, events: &[NewEvent]) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        for e in events {
+            insert_event(&mut tx, e).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub async fn runs(&self, f: &RunFilter) -> Result<Vec<RunRow>> {
+        let rows = sqlx::query(
+            "select * from activity_runs
+             where (?1 is null or definition_id = ?1) and (?2 is null or fired_at >= ?2)
+             order by fired_at desc, run_id limit ?3",
+        )
+        .bind(f.definition_id.map(|u| u.to_string()))
+        .bind(f.since.map(to_text))
+        .bind(if f.limit > 0 { f.limit } else { i64::MAX })
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(RunRow {
+                    run_id: uuid_of(r, "run_id")?,
+                    definition_id: uuid_of(r, "definition_id")?,
+                    fired_at: ts_of(r, "fired_at")?,
+                    scheduled_for: opt_ts_of(r, "scheduled_for")?,
+                    trigger: r.try_get("trigger")?,
+                    source: r.try_get("source")?,
+                    attempt: r.try_get("attempt")?,
+                    state: r.try_get("state")?,
+                    outcome: r.try_get("outcome")?,
+                    automation_error: r.try_get("automation_error")?,
+                    assessment_failures: r.try_get("assessment_failures")?,
+                    error_code: r.try_get("error_code")?,
+                    error_message: r.try_get("error_message")?,
+                    context_snapshot: json_of(r, "context_snapshot")?,
+                    worker_id: r.try_get("worker_id")?,
+                    lease_expires_at: opt_ts_of(r, "lease_expires_at")?,
+                    started_at: opt_ts_of(r, "started_at")?,
+                    finished_at: opt_ts_of(r, "finished_at")?,
+                })
+            })
+            .collect()
+    }
+
+    pub async fn event_kinds(&self, definition_id: Option<Uuid>) -> Result<Vec<(String, i64)>> {
+        let rows = sqlx::query(
+            "select kind, count(*) as n from activity_events where (?1 is null or definition_id = ?1) group by kind order by kind",
+        )
+        .bind(definition_id.map(|u| u.to_string()))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(|r| Ok((r.try_get("kind")?, r.try_get("n")?))).collect()
+    }
+}
+
+async fn upsert(conn: &mut sqlx::SqliteConnection, u: &Upsert, now: &str) -> Result<()> {
+    // `paused` is not in the column list: sync never touches the operator's flag.
+    sqlx::query(
+        "insert into activity_definitions (definition_id, name, slug, spec, spec_hash, enabled, source_file, created_at, updated_at, retired_at)
+         values (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8, null)
+         on conflict (definition_id) do update set name = excluded.name, slug = excluded.slug, spec = excluded.spec,
+              spec_hash = excluded.spec_hash, enabled = excluded.enabled, source_file = excluded.source_file,
+              updated_at = excluded.updated_at, retired_at = null",
+    )
+    .bind(u.definition.id.to_string())
+    .bind(&u.definition.name)
+    .bind(&u.definition.slug)
+    .bind(u.spec.to_string())
+    .bind(&u.spec_hash)
+    .bind(u.definition.enabled)
+    .bind(&u.source_file)
+    .bind(now)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+async fn insert_event(conn: &mut sqlx::SqliteConnection, e: &NewEvent) -> Result<()> {
+    sqlx::query("insert into activity_events (at, definition_id, run_id, kind, detail) values (?1, ?2, ?3, ?4, ?5)")
+        .bind(to_text(e.at))
+        .bind(e.definition_id.map(|u| u.to_string()))
+        .bind(e.run_id.map(|u| u.to_string()))
+        .bind(&e.kind)
+        .bind(e.detail.to_string())
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
+}

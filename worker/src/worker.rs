@@ -1,0 +1,699 @@
+//! The worker loop: reconcile definitions, sleep until the next instant,
+//! claim every activity due at it in one statement, execute the winners,
+//! record the results in batches, keep leases alive, reap the dead's runs,
+//! and shut down without losing a row.
+//!
+//! Every replica runs this same loop; the store's unique index on
+//! `(definition_id, scheduled_for)` decides who executes an instant.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use jiff::{SignedDuration, Timestamp};
+use tokio::sync::{Notify, mpsc};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tracing::{Instrument, debug, error, info, info_span, warn};
+use uuid::Uuid;
+
+use crate::action::{HttpExecutor, PreparedRequest, RunHeaders};
+use crate::classify::{Classification, Exchange, classify};
+use crate::definition::{Definition, Misfire, Overlap};
+use crate::error::Result;
+use crate::run::{ErrorCode, Outcome, Source, State, Trigger};
+use crate::schedule::{self, Schedule};
+use crate::store::{ClaimBatch, ClaimItem, FinishRun, NewEvent, NewRun, Store, StoredDefinition};
+use crate::template;
+
+/// How a worker behaves; the CLI fills it from flags and the environment.
+#[derive(Clone, Debug)]
+pub struct WorkerConfig {
+    /// This replica's name in `activity_runs.worker_id`.
+    pub worker_id: String,
+    /// A run's lease; renewed every third of it while the run is in flight.
+    pub lease: Duration,
+    /// How long runs in flight may finish after shutdown is requested
+    /// (None: the longest action timeout plus 5 s).
+    pub shutdown_grace: Option<Duration>,
+    /// Re-read definitions this often even without a notification.
+    pub reread: Duration,
+}
+
+/// One activity as the loop holds it: everything the hot path needs,
+/// computed when the definition is loaded, not when it fires.
+struct Activity {
+    definition: Arc<Definition>,
+    spec_hash: String,
+    schedule: Schedule,
+    /// The request with `${VAR}`s resolved, or why it cannot be built.
+    request: Arc<std::result::Result<PreparedRequest, String>>,
+    /// The next scheduled instant and when to fire it (instant + jitter).
+    next: Option<(Timestamp, Timestamp)>,
+}
+
+impl Activity {
+    fn new(stored: &StoredDefinition) -> std::result::Result<Activity, String> {
+        let definition = Arc::new(stored.definition.clone());
+        let schedule = definition.parsed_schedule().map_err(|e| e.message)?;
+        // `${ACTCORE_SOURCE}` names who fires the run unless the environment overrides it.
+        let lookup = |name: &str| {
+            template::env_lookup(name)
+                .or_else(|| (name == "ACTCORE_SOURCE").then(|| Source::ActivityCore.as_str().to_string()))
+        };
+        let request = Arc::new(crate::action::prepare(&definition.action, lookup));
+        Ok(Activity {
+            definition,
+            spec_hash: stored.spec_hash.clone(),
+            schedule,
+            request,
+            next: None,
+        })
+    }
+
+    fn fire_time(&self, instant: Timestamp) -> Timestamp {
+        let j = schedule::jitter(self.definition.id, instant, self.definition.schedule.jitter);
+        instant + j.signed()
+    }
+}
+
+/// The timers: activities keyed by their next fire time, earliest first.
+#[derive(Default)]
+struct Timers {
+    activities: HashMap<Uuid, Activity>,
+    queue: BTreeSet<(Timestamp, Uuid)>,
+}
+
+impl Timers {
+    fn set_next(&mut self, id: Uuid, instant: Option<Timestamp>) {
+        let Some(a) = self.activities.get_mut(&id) else { return };
+        if let Some((_, fire)) = a.next.take() {
+            self.queue.remove(&(fire, id));
+        }
+        if let Some(i) = instant {
+            let fire = a.fire_time(i);
+            a.next = Some((i, fire));
+            self.queue.insert((fire, id));
+        }
+    }
+
+    fn remove(&mut self, id: Uuid) {
+        if let Some(a) = self.activities.remove(&id) {
+            if let Some((_, fire)) = a.next {
+                self.queue.remove(&(fire, id));
+            }
+        }
+    }
+
+    fn earliest(&self) -> Option<Timestamp> {
+        self.queue.first().map(|(t, _)| *t)
+    }
+
+    /// Removes and returns every activity due at or before `now`, with its instant.
+    fn take_due(&mut self, now: Timestamp) -> Vec<(Uuid, Timestamp)> {
+        let mut due = Vec::new();
+        while let Some(&(fire, id)) = self.queue.first() {
+            if fire > now {
+                break;
+            }
+            self.queue.pop_first();
+            if let Some(a) = self.activities.get_mut(&id) {
+                if let Some((instant, _)) = a.next.take() {
+                    due.push((id, instant));
+                }
+            }
+        }
+        due
+    }
+}
+
+/// Shared between the loop and the run tasks.
+struct Shared {
+    store: Store,
+    config: WorkerConfig,
+    executor: HttpExecutor,
+    finished: mpsc::UnboundedSender<FinishRun>,
+    in_flight: AtomicUsize,
+    idle: Notify,
+}
+
+/// Runs the worker until `shutdown` is cancelled, then drains: runs in
+/// flight get the grace period, the rest are recorded `abandoned`
+/// (`shutdown`), and it returns Ok (exit 0).
+pub async fn run(store: Store, config: WorkerConfig, shutdown: CancellationToken) -> Result<()> {
+    let (finish_tx, finish_rx) = mpsc::unbounded_channel();
+    let shared = Arc::new(Shared {
+        store: store.clone(),
+        config: config.clone(),
+        executor: HttpExecutor::new(),
+        finished: finish_tx,
+        in_flight: AtomicUsize::new(0),
+        idle: Notify::new(),
+    });
+    let recorder = tokio::spawn(record_finished(store.clone(), finish_rx));
+    let background = CancellationToken::new();
+    let mut services = JoinSet::new();
+    services.spawn(keep_leases(shared.clone(), background.clone()));
+    let wake = Arc::new(Notify::new());
+    if let Store::Postgres(pg) = &store {
+        services.spawn(listen_for_changes(pg.clone(), wake.clone(), background.clone()));
+    }
+
+    let mut timers = Timers::default();
+    let mut version = store.definitions_version().await?;
+    let stored = store.definitions().await?;
+    let cursors: HashMap<Uuid, Timestamp> = store.last_scheduled().await?.into_iter().collect();
+    reconcile(&mut timers, &stored, |d| {
+        // Resume after the last recorded instant (or the last change of the
+        // spec): what lies between is missed and handled by the misfire policy.
+        let last = cursors.get(&d.definition.id).copied();
+        Some(match last {
+            Some(l) if l > d.updated_at => l,
+            _ => d.updated_at,
+        })
+    });
+    info!(worker_id = %config.worker_id, store = store.backend(), activities = timers.activities.len(), "worker started");
+    log_next(&timers);
+    let mut runs = JoinSet::new();
+    let mut reread = tokio::time::interval(config.reread);
+    reread.tick().await;
+
+    loop {
+        let sleep_for = timers
+            .earliest()
+            .map(|t| {
+                t.duration_since(Timestamp::now())
+                    .unsigned_abs()
+                    .min(Duration::from_secs(3600))
+            })
+            .unwrap_or(Duration::from_secs(3600));
+        let deadline = tokio::time::Instant::now()
+            + if timers.earliest().is_some_and(|t| t <= Timestamp::now()) {
+                Duration::ZERO
+            } else {
+                sleep_for
+            };
+        tokio::select! {
+            biased;
+            _ = shutdown.cancelled() => break,
+            _ = tokio::time::sleep_until(deadline) => {}
+            _ = wake.notified() => {
+                reload(&store, &mut timers, &mut version, true).await;
+                continue;
+            }
+            _ = reread.tick() => {
+                reload(&store, &mut timers, &mut version, false).await;
+                continue;
+            }
+            Some(_) = runs.join_next(), if !runs.is_empty() => continue,
+        }
+        let now = Timestamp::now();
+        let due = timers.take_due(now);
+        if due.is_empty() {
+            continue;
+        }
+        fire_due(&shared, &mut timers, &mut runs, due, now).await;
+    }
+
+    drain(
+        shared,
+        runs,
+        config.shutdown_grace.unwrap_or_else(|| default_grace(&timers)),
+    )
+    .await;
+    background.cancel();
+    while services.join_next().await.is_some() {}
+    let _ = recorder.await;
+    // Whatever is still running past the grace is recorded, never lost.
+    let abandoned = store
+        .abandon_worker_runs(
+            &config.worker_id,
+            ErrorCode::Shutdown,
+            "worker shut down before the run finished",
+            Timestamp::now(),
+        )
+        .await?;
+    if abandoned > 0 {
+        warn!(
+            abandoned,
+            "runs still in flight after the shutdown grace were recorded as abandoned (shutdown)"
+        );
+    }
+    info!("worker stopped");
+    Ok(())
+}
+
+fn default_grace(timers: &Timers) -> Duration {
+    let longest = timers
+        .activities
+        .values()
+        .map(|a| a.definition.action.timeout.std())
+        .max()
+        .unwrap_or_default();
+    longest + Duration::from_secs(5)
+}
+
+fn log_next(timers: &Timers) {
+    if timers.activities.len() > 20 {
+        if let Some(t) = timers.earliest() {
+            info!(next = %t, activities = timers.activities.len(), "next fire");
+        }
+        return;
+    }
+    for a in timers.activities.values() {
+        if let Some((instant, _)) = a.next {
+            info!(activity = %a.definition.slug, next = %instant, cron = %a.definition.schedule.cron, "next fire");
+        }
+    }
+}
+
+/// Brings the timers in line with the store, by identity: an unchanged
+/// activity keeps its timer; a changed one restarts from its next instant
+/// (runs in flight keep the spec they started with); gone, paused or
+/// retired ones stop. `start_after` says where a new activity's schedule begins.
+fn reconcile(
+    timers: &mut Timers,
+    stored: &[StoredDefinition],
+    start_after: impl Fn(&StoredDefinition) -> Option<Timestamp>,
+) {
+    let mut live = std::collections::HashSet::with_capacity(stored.len());
+    for d in stored.iter().filter(|d| d.is_active()) {
+        let id = d.definition.id;
+        live.insert(id);
+        if timers.activities.get(&id).is_some_and(|a| a.spec_hash == d.spec_hash) {
+            continue;
+        }
+        let changed = timers.activities.contains_key(&id);
+        timers.remove(id);
+        match Activity::new(d) {
+            Ok(a) => {
+                let from = if changed {
+                    Some(Timestamp::now())
+                } else {
+                    start_after(d)
+                }
+                .unwrap_or_else(Timestamp::now);
+                let first = a.schedule.next_after(from);
+                timers.activities.insert(id, a);
+                timers.set_next(id, first);
+                if changed {
+                    info!(activity = %d.definition.slug, spec_hash = %d.spec_hash, "definition changed: new schedule from its next instant");
+                }
+            }
+            Err(e) => {
+                error!(activity = %d.definition.slug, error = %e, "stored definition has an invalid schedule; not firing it")
+            }
+        }
+    }
+    let gone: Vec<Uuid> = timers
+        .activities
+        .keys()
+        .filter(|id| !live.contains(id))
+        .copied()
+        .collect();
+    for id in gone {
+        if let Some(a) = timers.activities.get(&id) {
+            info!(activity = %a.definition.slug, "activity retired, paused or disabled: no longer firing");
+        }
+        timers.remove(id);
+    }
+}
+
+async fn reload(store: &Store, timers: &mut Timers, version: &mut crate::store::DefinitionsVersion, notified: bool) {
+    let result = async {
+        let v = store.definitions_version().await?;
+        if !notified && v == *version {
+            return Ok::<_, crate::Error>(false);
+        }
+        let stored = store.definitions().await?;
+        reconcile(timers, &stored, |_| Some(Timestamp::now()));
+        *version = v;
+        Ok(true)
+    }
+    .await;
+    match result {
+        Ok(true) => debug!(activities = timers.activities.len(), "definitions reloaded"),
+        Ok(false) => {}
+        Err(e) => warn!(error = %e, "could not re-read definitions; keeping the current ones"),
+    }
+}
+
+/// Handles every activity due now: misfires are recorded, the rest claimed
+/// per instant in one statement, and the winners executed.
+async fn fire_due(
+    shared: &Arc<Shared>,
+    timers: &mut Timers,
+    runs: &mut JoinSet<()>,
+    due: Vec<(Uuid, Timestamp)>,
+    now: Timestamp,
+) {
+    let mut by_instant: HashMap<Timestamp, Vec<ClaimItem>> = HashMap::new();
+    let mut misfires = Vec::new();
+    for (id, instant) in due {
+        let Some(a) = timers.activities.get(&id) else { continue };
+        let def = &a.definition;
+        let grace = def.schedule.misfire_grace.signed();
+        let mut fire_instant = Some(instant);
+        let mut next_from = instant;
+        if now.duration_since(instant) > grace {
+            // Late past the grace: never fire late (skip), or fire the latest once (fire_once).
+            let missed = schedule::missed_between(
+                &a.schedule,
+                instant - SignedDuration::from_nanos(1),
+                now - grace,
+                100_000,
+            )
+            .unwrap_or(schedule::Missed {
+                count: 1,
+                first: instant,
+                last: instant,
+            });
+            next_from = missed.last;
+            fire_instant = None;
+            let mut summary = Some(missed);
+            if def.schedule.misfire == Misfire::FireOnce {
+                let window = def.schedule.catchup_window.unwrap_or_default().signed();
+                if now.duration_since(missed.last) <= window {
+                    fire_instant = Some(missed.last);
+                    summary = (missed.count > 1).then(|| schedule::Missed {
+                        count: missed.count - 1,
+                        first: missed.first,
+                        last: missed.first,
+                    });
+                }
+            }
+            if let Some(m) = summary {
+                misfires.push(misfire_row(&shared.config.worker_id, def, &a.spec_hash, m, now));
+            }
+        }
+        if let Some(i) = fire_instant {
+            by_instant.entry(i).or_default().push(ClaimItem {
+                run_id: Uuid::now_v7(),
+                definition_id: id,
+                spec_hash: a.spec_hash.clone(),
+                skip_if_running: def.schedule.overlap == Overlap::Skip,
+                snapshot: serde_json::json!({
+                    "trigger": Trigger::Schedule.as_str(),
+                    "spec_hash": a.spec_hash,
+                    "scheduled_for": i.to_string(),
+                    "lateness_ms": now.duration_since(i).as_millis(),
+                }),
+            });
+        }
+        let next = a.schedule.next_after(next_from);
+        timers.set_next(id, next);
+    }
+    if !misfires.is_empty() {
+        record_misfires(&shared.store, misfires).await;
+    }
+    let lease_until = now + SignedDuration::try_from(shared.config.lease).unwrap_or(SignedDuration::from_secs(30));
+    for (instant, mut items) in by_instant {
+        items.sort_by_key(|i| i.definition_id);
+        let batch = ClaimBatch {
+            scheduled_for: instant,
+            fired_at: now,
+            worker_id: &shared.config.worker_id,
+            lease_expires_at: lease_until,
+            items: &items,
+        };
+        let claimed = match shared.store.claim(&batch).await {
+            Ok(c) => c,
+            Err(e) => {
+                // Another replica may still win these; if none does, the next
+                // start records them as missed. Nothing half-written here.
+                error!(error = %e, instant = %instant, activities = items.len(), "claim failed; instant not fired by this replica");
+                continue;
+            }
+        };
+        debug!(instant = %instant, due = items.len(), won = claimed.len(), "claimed");
+        for c in claimed {
+            let Some(a) = timers.activities.get(&c.definition_id) else {
+                continue;
+            };
+            if c.state != State::Running {
+                info!(activity = %a.definition.slug, scheduled_for = %instant, "previous run still running: skipped_overlap");
+                continue;
+            }
+            let task = RunTask {
+                run_id: c.run_id,
+                definition: a.definition.clone(),
+                request: a.request.clone(),
+                scheduled_for: instant,
+            };
+            shared.in_flight.fetch_add(1, Ordering::SeqCst);
+            let span = info_span!("run", activity = %a.definition.slug, run_id = %c.run_id, scheduled_for = %instant);
+            runs.spawn(execute(shared.clone(), task).instrument(span));
+        }
+    }
+}
+
+fn misfire_row(worker_id: &str, def: &Definition, spec_hash: &str, m: schedule::Missed, now: Timestamp) -> NewRun {
+    warn!(activity = %def.slug, missed = m.count, first = %m.first, last = %m.last, "instants missed past the grace: recorded as skipped_misfire, not fired late");
+    NewRun {
+        run_id: Uuid::now_v7(),
+        definition_id: def.id,
+        fired_at: now,
+        scheduled_for: Some(m.last),
+        trigger: Trigger::Schedule,
+        source: Source::ActivityCore,
+        attempt: 1,
+        state: State::Skipped,
+        outcome: Some(Outcome::SkippedMisfire),
+        automation_error: false,
+        assessment_failures: 0,
+        error_code: None,
+        error_message: None,
+        context_snapshot: serde_json::json!({
+            "trigger": "schedule",
+            "spec_hash": spec_hash,
+            "misfire": {"count": m.count, "first": m.first.to_string(), "last": m.last.to_string(),
+                        "grace_ms": def.schedule.misfire_grace.as_millis(), "policy": def.schedule.misfire},
+            "lateness_ms": now.duration_since(m.last).as_millis(),
+        }),
+        worker_id: Some(worker_id.to_string()),
+        lease_expires_at: None,
+        started_at: None,
+        finished_at: Some(now),
+        spec_hash: Some(spec_hash.to_string()),
+    }
+}
+
+async fn record_misfires(store: &Store, rows: Vec<NewRun>) {
+    let mut events = Vec::new();
+    for r in &rows {
+        match store.insert_run(r).await {
+            Ok(true) => events.push(NewEvent {
+                at: r.fired_at,
+                definition_id: Some(r.definition_id),
+                run_id: Some(r.run_id),
+                kind: "misfire".into(),
+                detail: r.context_snapshot["misfire"].clone(),
+            }),
+            Ok(false) => {} // another replica recorded it
+            Err(e) => error!(error = %e, "could not record a misfire"),
+        }
+    }
+    if let Err(e) = store.record_events(&events).await {
+        warn!(error = %e, "could not record misfire events");
+    }
+}
+
+struct RunTask {
+    run_id: Uuid,
+    definition: Arc<Definition>,
+    request: Arc<std::result::Result<PreparedRequest, String>>,
+    scheduled_for: Timestamp,
+}
+
+/// Executes one claimed run and hands its result to the recorder.
+async fn execute(shared: Arc<Shared>, task: RunTask) {
+    let def = &task.definition;
+    let (classification, snapshot) = match task.request.as_ref() {
+        Ok(req) => {
+            let headers = RunHeaders {
+                run_id: task.run_id,
+                scheduled_for: Some(task.scheduled_for),
+                source: Source::ActivityCore,
+            };
+            let report = shared.executor.execute(req, &headers, &def.result).await;
+            let mut snapshot = report.snapshot_parts(req);
+            if let Some(body) = &report.classification.body {
+                snapshot[def.result.snapshot_key.as_str()] = body.clone();
+            }
+            (report.classification, snapshot)
+        }
+        Err(message) => {
+            let c = classify(
+                &def.result,
+                &Exchange::NoResponse {
+                    code: ErrorCode::Config,
+                    message: message.clone(),
+                },
+            );
+            (c, serde_json::json!({}))
+        }
+    };
+    let finish = finish_of(task.run_id, classification, snapshot);
+    match finish.outcome {
+        Outcome::AutomationError => {
+            warn!(outcome = %finish.outcome, error_code = ?finish.error_code.map(|c| c.as_str()), error = ?finish.error_message, "run failed")
+        }
+        _ => info!(outcome = %finish.outcome, assessment_failures = finish.assessment_failures, "run finished"),
+    }
+    let _ = shared.finished.send(finish);
+    if shared.in_flight.fetch_sub(1, Ordering::SeqCst) == 1 {
+        shared.idle.notify_waiters();
+    }
+}
+
+fn finish_of(run_id: Uuid, c: Classification, snapshot: serde_json::Value) -> FinishRun {
+    FinishRun {
+        run_id,
+        state: c.outcome.state(),
+        outcome: c.outcome,
+        automation_error: c.automation_error,
+        assessment_failures: c.assessment_failures,
+        error_code: c.error_code,
+        error_message: c.error_message,
+        snapshot,
+        finished_at: Timestamp::now(),
+    }
+}
+
+/// Writes finished runs in small batches: whatever is waiting when the
+/// previous write returns goes in the next one, so a crash loses at most
+/// the results of the last few milliseconds (those runs are then
+/// abandoned by lease expiry, never lost).
+async fn record_finished(store: Store, mut rx: mpsc::UnboundedReceiver<FinishRun>) {
+    const MAX_BATCH: usize = 1000;
+    let mut batch = Vec::with_capacity(64);
+    while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
+        let mut delay = Duration::from_millis(50);
+        loop {
+            match store.finish_runs(&batch).await {
+                Ok(_) => break,
+                Err(e) => {
+                    warn!(error = %e, runs = batch.len(), "could not record finished runs; retrying");
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(5));
+                }
+            }
+        }
+        batch.clear();
+    }
+}
+
+/// Renews this worker's leases and reaps the runs of workers that died.
+async fn keep_leases(shared: Arc<Shared>, stop: CancellationToken) {
+    let every = (shared.config.lease / 3).max(Duration::from_millis(200));
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let lease = SignedDuration::try_from(shared.config.lease).unwrap_or(SignedDuration::from_secs(30));
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let now = Timestamp::now();
+        if shared.in_flight.load(Ordering::SeqCst) > 0 {
+            if let Err(e) = shared.store.renew_leases(&shared.config.worker_id, now + lease).await {
+                warn!(error = %e, "could not renew leases");
+            }
+        }
+        match shared.store.reap_expired(now).await {
+            Ok(lost) if !lost.is_empty() => {
+                warn!(
+                    runs = lost.len(),
+                    "runs of a lost worker marked abandoned (worker_lost)"
+                )
+            }
+            Ok(_) => {}
+            Err(e) => warn!(error = %e, "could not reap expired leases"),
+        }
+    }
+}
+
+/// Postgres LISTEN: a sync's NOTIFY wakes the loop to re-read. Notifications
+/// can be lost while reconnecting, hence the periodic re-read as well.
+async fn listen_for_changes(pg: crate::store::PgStore, wake: Arc<Notify>, stop: CancellationToken) {
+    loop {
+        let listener = async {
+            let mut l = sqlx::postgres::PgListener::connect_with(pg.pool()).await?;
+            l.listen(crate::store::NOTIFY_CHANNEL).await?;
+            Ok::<_, sqlx::Error>(l)
+        };
+        let mut listener = tokio::select! {
+            _ = stop.cancelled() => return,
+            l = listener => match l {
+                Ok(l) => l,
+                Err(e) => {
+                    warn!(error = %e, "cannot LISTEN for definition changes; retrying in 5 s");
+                    tokio::select! { _ = stop.cancelled() => return, _ = tokio::time::sleep(Duration::from_secs(5)) => continue }
+                }
+            }
+        };
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                n = listener.recv() => match n {
+                    Ok(_) => wake.notify_one(),
+                    Err(e) => { warn!(error = %e, "LISTEN connection lost; reconnecting"); break; }
+                }
+            }
+        }
+    }
+}
+
+/// Waits for runs in flight up to `grace`; what remains is abandoned by the caller.
+async fn drain(shared: Arc<Shared>, mut runs: JoinSet<()>, grace: Duration) {
+    let n = shared.in_flight.load(Ordering::SeqCst);
+    if n > 0 {
+        info!(
+            runs = n,
+            grace_s = grace.as_secs_f64(),
+            "waiting for runs in flight to finish"
+        );
+    }
+    let all_done = async { while runs.join_next().await.is_some() {} };
+    if tokio::time::timeout(grace, all_done).await.is_err() {
+        warn!(
+            grace_s = grace.as_secs_f64(),
+            "shutdown grace over; stopping the remaining runs"
+        );
+        runs.abort_all();
+        while runs.join_next().await.is_some() {}
+    }
+    // The run tasks hold senders via `shared`; dropping it closes the recorder's channel.
+    drop(shared);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timers_take_due_in_order_and_skip_replaced() {
+        let mut t = Timers::default();
+        let stored = |id: u128, cron: &str| StoredDefinition {
+            definition: crate::definition::sample(Uuid::from_u128(id), &format!("a{id}"), cron, "http://127.0.0.1:9/x"),
+            spec_hash: format!("h{id}{cron}"),
+            enabled: true,
+            paused: false,
+            retired_at: None,
+            updated_at: "2026-01-01T00:00:00Z".parse().unwrap(),
+        };
+        let from: Timestamp = "2026-01-01T00:00:00Z".parse().unwrap();
+        reconcile(&mut t, &[stored(1, "* * * * * *"), stored(2, "*/2 * * * * *")], |_| {
+            Some(from)
+        });
+        assert_eq!(t.earliest(), Some("2026-01-01T00:00:01Z".parse().unwrap()));
+        let due = t.take_due("2026-01-01T00:00:02Z".parse().unwrap());
+        assert_eq!(due.len(), 2, "{due:?}");
+        // Reconciling an unchanged activity keeps nothing new in the queue;
+        // replacing one's spec drops its old timer.
+        reconcile(&mut t, &[stored(1, "* * * * * *")], |_| Some(from));
+        assert_eq!(t.activities.len(), 1);
+        assert!(t.queue.is_empty(), "taken timers are not re-armed by a no-op reconcile");
+    }
+}

@@ -192,6 +192,21 @@ pub async fn run(cli: Cli) -> Result<()> {
                 "dev: synced {}",
                 g.definitions.display()
             );
+            for l in &files {
+                let unset: Vec<String> = l
+                    .definition
+                    .template_vars()
+                    .into_iter()
+                    .filter(|v| v != "ACTCORE_SOURCE" && std::env::var_os(v).is_none())
+                    .collect();
+                if !unset.is_empty() {
+                    tracing::warn!(
+                        activity = %l.definition.slug,
+                        "unset: {}; its runs will be recorded as automation errors (config) until you export them",
+                        unset.join(", ")
+                    );
+                }
+            }
             run_worker(store, args).await
         }
         Command::Runs(args) => runs(g, args).await,

@@ -160,6 +160,22 @@ pub async fn run(store: Store, config: WorkerConfig, shutdown: CancellationToken
         services.spawn(listen_for_changes(pg.clone(), wake.clone(), background.clone()));
     }
 
+    // A run left `running` under this worker's own id belongs to a previous
+    // life of this replica (same pod name after a crash): it is lost.
+    let leftover = store
+        .abandon_worker_runs(
+            &config.worker_id,
+            ErrorCode::WorkerLost,
+            "the worker restarted while this run was in flight",
+            Timestamp::now(),
+        )
+        .await?;
+    if leftover > 0 {
+        warn!(
+            runs = leftover,
+            "runs left running by this worker's previous life recorded as abandoned (worker_lost)"
+        );
+    }
     let mut timers = Timers::default();
     let mut version = store.definitions_version().await?;
     let stored = store.definitions().await?;
@@ -537,7 +553,7 @@ async fn execute(shared: Arc<Shared>, task: RunTask) {
     let finish = finish_of(task.run_id, classification, snapshot);
     match finish.outcome {
         Outcome::AutomationError => {
-            warn!(outcome = %finish.outcome, error_code = ?finish.error_code.map(|c| c.as_str()), error = ?finish.error_message, "run failed")
+            warn!(outcome = %finish.outcome, error_code = finish.error_code.map(|c| c.as_str()).unwrap_or(""), error = finish.error_message.as_deref().unwrap_or(""), "run failed")
         }
         _ => info!(outcome = %finish.outcome, assessment_failures = finish.assessment_failures, "run finished"),
     }

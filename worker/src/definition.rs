@@ -395,19 +395,18 @@ impl Validator<'_> {
             "slug",
             "add `slug = \"lower-case-with-dashes\"`, the CLI and API handle",
         );
-        if let Some(s) = &slug {
-            if s.is_empty()
+        if let Some(s) = &slug
+            && (s.is_empty()
                 || !s
                     .chars()
                     .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
-                || s.starts_with('-')
-            {
-                self.push(
-                    "slug",
-                    format!("`{s}` is not a slug"),
-                    "use lower-case letters, digits and dashes, e.g. \"state-hub-consistency-sweep\"",
-                );
-            }
+                || s.starts_with('-'))
+        {
+            self.push(
+                "slug",
+                format!("`{s}` is not a slug"),
+                "use lower-case letters, digits and dashes, e.g. \"state-hub-consistency-sweep\"",
+            );
         }
         let name = raw.name.or_else(|| slug.clone()).unwrap_or_default();
 
@@ -450,10 +449,10 @@ impl Validator<'_> {
             "add `cron = \"*/15 * * * *\"` (5 fields, or 6 with leading seconds)",
         );
         let timezone = s.timezone.unwrap_or_else(|| "UTC".to_string());
-        if let Some(c) = &cron {
-            if let Err(e) = Schedule::new(c, &timezone) {
-                self.push(&format!("schedule.{}", e.key), e.message, e.fix);
-            }
+        if let Some(c) = &cron
+            && let Err(e) = Schedule::new(c, &timezone)
+        {
+            self.push(&format!("schedule.{}", e.key), e.message, e.fix);
         }
         let misfire = match s.misfire.as_deref().unwrap_or("skip") {
             "skip" => Misfire::Skip,

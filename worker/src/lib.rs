@@ -9,6 +9,7 @@
 //! - [`duration`], [`template`], [`run`]: small vocabularies.
 //! - [`definition`]: the file format, validation, canonical spec and hash.
 //! - [`schedule`]: pure schedule maths (next instants, DST, jitter, misfires).
+//! - [`misfire`]: pure: fire, skip or catch up an instant that came due late.
 //! - [`classify`]: pure: an HTTP exchange → an outcome (CONTRACTS §5).
 //! - [`sync`]: files → store, as a diff by identity.
 //! - [`action`]: executing the HTTP call.
@@ -22,6 +23,7 @@ pub mod cli;
 pub mod definition;
 pub mod duration;
 pub mod error;
+pub mod misfire;
 pub mod run;
 pub mod schedule;
 pub mod store;

@@ -20,7 +20,7 @@ use uuid::Uuid;
 
 use crate::action::{HttpExecutor, PreparedRequest, RunHeaders};
 use crate::classify::{Classification, Exchange, classify};
-use crate::definition::{Definition, Misfire, Overlap};
+use crate::definition::{Definition, Overlap};
 use crate::error::Result;
 use crate::run::{ErrorCode, Outcome, Source, State, Trigger};
 use crate::schedule::{self, Schedule};
@@ -99,10 +99,10 @@ impl Timers {
     }
 
     fn remove(&mut self, id: Uuid) {
-        if let Some(a) = self.activities.remove(&id) {
-            if let Some((_, fire)) = a.next {
-                self.queue.remove(&(fire, id));
-            }
+        if let Some(a) = self.activities.remove(&id)
+            && let Some((_, fire)) = a.next
+        {
+            self.queue.remove(&(fire, id));
         }
     }
 
@@ -118,10 +118,10 @@ impl Timers {
                 break;
             }
             self.queue.pop_first();
-            if let Some(a) = self.activities.get_mut(&id) {
-                if let Some((instant, _)) = a.next.take() {
-                    due.push((id, instant));
-                }
+            if let Some(a) = self.activities.get_mut(&id)
+                && let Some((instant, _)) = a.next.take()
+            {
+                due.push((id, instant));
             }
         }
         due
@@ -369,40 +369,11 @@ async fn fire_due(
     for (id, instant) in due {
         let Some(a) = timers.activities.get(&id) else { continue };
         let def = &a.definition;
-        let grace = def.schedule.misfire_grace.signed();
-        let mut fire_instant = Some(instant);
-        let mut next_from = instant;
-        if now.duration_since(instant) > grace {
-            // Late past the grace: never fire late (skip), or fire the latest once (fire_once).
-            let missed = schedule::missed_between(
-                &a.schedule,
-                instant - SignedDuration::from_nanos(1),
-                now - grace,
-                100_000,
-            )
-            .unwrap_or(schedule::Missed {
-                count: 1,
-                first: instant,
-                last: instant,
-            });
-            next_from = missed.last;
-            fire_instant = None;
-            let mut summary = Some(missed);
-            if def.schedule.misfire == Misfire::FireOnce {
-                let window = def.schedule.catchup_window.unwrap_or_default().signed();
-                if now.duration_since(missed.last) <= window {
-                    fire_instant = Some(missed.last);
-                    summary = (missed.count > 1).then(|| schedule::Missed {
-                        count: missed.count - 1,
-                        first: missed.first,
-                        last: missed.first,
-                    });
-                }
-            }
-            if let Some(m) = summary {
-                misfires.push(misfire_row(&shared.config.worker_id, def, &a.spec_hash, m, now));
-            }
+        let decision = crate::misfire::decide(&a.schedule, &def.schedule, instant, now);
+        if let Some(m) = decision.missed {
+            misfires.push(misfire_row(&shared.config.worker_id, def, &a.spec_hash, m, now));
         }
+        let (fire_instant, next_from) = (decision.fire, decision.resume_after);
         if let Some(i) = fire_instant {
             by_instant.entry(i).or_default().push(ClaimItem {
                 run_id: Uuid::now_v7(),
@@ -612,10 +583,10 @@ async fn keep_leases(shared: Arc<Shared>, stop: CancellationToken) {
             _ = tick.tick() => {}
         }
         let now = Timestamp::now();
-        if shared.in_flight.load(Ordering::SeqCst) > 0 {
-            if let Err(e) = shared.store.renew_leases(&shared.config.worker_id, now + lease).await {
-                warn!(error = %e, "could not renew leases");
-            }
+        if shared.in_flight.load(Ordering::SeqCst) > 0
+            && let Err(e) = shared.store.renew_leases(&shared.config.worker_id, now + lease).await
+        {
+            warn!(error = %e, "could not renew leases");
         }
         match shared.store.reap_expired(now).await {
             Ok(lost) if !lost.is_empty() => {

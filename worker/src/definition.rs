@@ -200,9 +200,16 @@ pub struct Problems(pub Vec<Problem>);
 impl fmt::Display for Problems {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let n = self.0.len();
-        writeln!(f, "{n} problem{} in the definitions:", if n == 1 { "" } else { "s" })?;
-        for p in &self.0 {
-            writeln!(f, "  {p}")?;
+        writeln!(
+            f,
+            "{n} problem{} in the definitions (nothing was written):",
+            if n == 1 { "" } else { "s" }
+        )?;
+        for (i, p) in self.0.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "  {p}")?;
         }
         Ok(())
     }
@@ -453,6 +460,12 @@ impl Validator<'_> {
             && let Err(e) = Schedule::new(c, &timezone)
         {
             self.push(&format!("schedule.{}", e.key), e.message, e.fix);
+            // The cron is checked first; check the zone on its own so both are reported.
+            if e.key == "cron"
+                && let Err(z) = Schedule::new("* * * * *", &timezone)
+            {
+                self.push(&format!("schedule.{}", z.key), z.message, z.fix);
+            }
         }
         let misfire = match s.misfire.as_deref().unwrap_or("skip") {
             "skip" => Misfire::Skip,

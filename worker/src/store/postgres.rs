@@ -39,6 +39,16 @@ fn opt_ts(t: Option<Timestamp>) -> Option<SqlTs> {
 impl PgStore {
     pub async fn connect(url: &str) -> Result<Self> {
         let options: PgConnectOptions = url.parse().map_err(|e| connect_error(url, e))?;
+        // One direct connection first: a pool would report only "timed out"
+        // where the operator needs "connection refused" or "password failed".
+        let probe = tokio::time::timeout(
+            Duration::from_secs(10),
+            <sqlx::PgConnection as sqlx::Connection>::connect_with(&options),
+        )
+        .await
+        .map_err(|_| connect_error(url, "no answer within 10 s"))?
+        .map_err(|e| connect_error(url, e))?;
+        let _ = sqlx::Connection::close(probe).await;
         let pool = PgPoolOptions::new()
             .max_connections(8)
             .min_connections(1)

@@ -112,8 +112,19 @@ impl PgStore {
             .execute(&mut *tx)
             .await?;
         }
-        upsert(&mut tx, &plan.added, now).await?;
+        // Park the slugs of changed activities, so that slugs may move between
+        // activities (a swap, a rename taken by a new file) within one sync.
+        if !plan.changed.is_empty() {
+            let ids: Vec<Uuid> = plan.changed.iter().map(|u| u.definition.id).collect();
+            sqlx::query(
+                "update activity_definitions set slug = '~' || definition_id::text where definition_id = any($1)",
+            )
+            .bind(&ids)
+            .execute(&mut *tx)
+            .await?;
+        }
         upsert(&mut tx, &plan.changed, now).await?;
+        upsert(&mut tx, &plan.added, now).await?;
         insert_events(&mut tx, &sync_events(&plan, now)).await?;
         sqlx::query("select pg_notify($1, $2)")
             .bind(NOTIFY_CHANNEL)

@@ -122,7 +122,15 @@ impl SqliteStore {
                 .execute(&mut *conn)
                 .await?;
             }
-            for u in plan.added.iter().chain(&plan.changed) {
+            // Park the slugs of changed activities, so that slugs may move between
+            // activities (a swap, a rename taken by a new file) within one sync.
+            for u in &plan.changed {
+                sqlx::query("update activity_definitions set slug = '~' || definition_id where definition_id = ?1")
+                    .bind(u.definition.id.to_string())
+                    .execute(&mut *conn)
+                    .await?;
+            }
+            for u in plan.changed.iter().chain(&plan.added) {
                 upsert(&mut conn, u, &now_text).await?;
             }
             for e in sync_events(&plan, now) {
@@ -218,7 +226,9 @@ impl SqliteStore {
         if b.items.is_empty() {
             return Ok(Vec::new());
         }
-        let mut tx = self.pool.begin().await?;
+        // IMMEDIATE: take the write lock before the overlap read; a deferred
+        // read-then-write fails at once ("database is locked") when another writer is active.
+        let mut tx = self.pool.begin_with("begin immediate").await?;
         let fired = to_text(b.fired_at);
         let scheduled = to_text(b.scheduled_for);
         let lease = to_text(b.lease_expires_at);
@@ -298,23 +308,39 @@ impl SqliteStore {
     }
 
     pub async fn finish_runs(&self, runs: &[FinishRun]) -> Result<u64> {
-        let mut tx = self.pool.begin().await?;
+        // Immediate: this reads before it writes (see `claim`).
+        let mut tx = self.pool.begin_with("begin immediate").await?;
         let mut done = 0;
         for r in runs {
+            let id = r.run_id.to_string();
+            let current: Option<String> = sqlx::query_scalar(
+                "select context_snapshot from activity_runs where run_id = ?1 and state = 'running'",
+            )
+            .bind(&id)
+            .fetch_optional(&mut *tx)
+            .await?;
+            let Some(current) = current else { continue };
+            // A shallow merge, as Postgres's `jsonb || jsonb`: json_patch would
+            // follow RFC 7396, dropping nulls and merging nested objects.
+            let mut merged: serde_json::Map<String, serde_json::Value> =
+                serde_json::from_str(&current).unwrap_or_default();
+            if let Some(add) = r.snapshot.as_object() {
+                merged.extend(add.clone());
+            }
             done += sqlx::query(
                 "update activity_runs set state = ?2, outcome = ?3, automation_error = ?4, assessment_failures = ?5,
-                     error_code = ?6, error_message = ?7, context_snapshot = json_patch(context_snapshot, ?8),
+                     error_code = ?6, error_message = ?7, context_snapshot = ?8,
                      finished_at = ?9, lease_expires_at = null
                  where run_id = ?1 and state = 'running'",
             )
-            .bind(r.run_id.to_string())
+            .bind(&id)
             .bind(r.state.as_str())
             .bind(r.outcome.as_str())
             .bind(r.automation_error)
             .bind(r.assessment_failures)
             .bind(r.error_code.map(|c| c.as_str()))
             .bind(r.error_message.as_deref())
-            .bind(r.snapshot.to_string())
+            .bind(serde_json::Value::Object(merged).to_string())
             .bind(to_text(r.finished_at))
             .execute(&mut *tx)
             .await?

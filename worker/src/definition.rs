@@ -317,23 +317,39 @@ pub fn parse_str(file: &Path, text: &str) -> Result<Definition, Vec<Problem>> {
 }
 
 fn toml_problem(file: &Path, text: &str, e: &toml::de::Error) -> Problem {
-    let line = e.span().map(|s| text[..s.start.min(text.len())].lines().count().max(1));
-    let message = e.message().trim().to_string();
-    let (key, fix) = if let Some(rest) = message.strip_prefix("unknown field `") {
-        let name = rest.split('`').next().unwrap_or_default().to_string();
-        let expected = rest.split_once(", expected ").map(|x| x.1).unwrap_or("");
-        (
-            name,
-            format!("remove the key or correct its spelling; expected {expected}"),
-        )
-    } else {
-        (
-            String::new(),
-            "correct the TOML syntax at that line (https://toml.io)".to_string(),
-        )
+    let before = e.span().map(|s| &text[..s.start.min(text.len())]);
+    let at = before
+        .map(|b| format!("line {}: ", b.matches('\n').count() + 1))
+        .unwrap_or_default();
+    let message = e.message().trim();
+    let Some(rest) = message.strip_prefix("unknown field `") else {
+        return problem(
+            file,
+            "",
+            format!("{at}{message}"),
+            "correct the TOML syntax at that line (https://toml.io)",
+        );
     };
-    let at = line.map(|l| format!("line {l}: ")).unwrap_or_default();
-    problem(file, &key, format!("{at}{message}"), fix)
+    let name = rest.split('`').next().unwrap_or_default();
+    let expected = rest.split_once(", expected ").map(|x| x.1).unwrap_or("");
+    // Name the key with its table, as the other problems do (`schedule.timezon`).
+    let table = before.and_then(|b| {
+        b.lines()
+            .rev()
+            .map(str::trim)
+            .find(|l| l.starts_with('['))
+            .map(|l| l.trim_matches(['[', ']', ' ']).to_string())
+    });
+    let key = match table {
+        Some(t) if !t.is_empty() => format!("{t}.{name}"),
+        _ => name.to_string(),
+    };
+    problem(
+        file,
+        &key,
+        format!("{at}unknown key `{name}`"),
+        format!("remove the key or correct its spelling; expected {expected}"),
+    )
 }
 
 struct Validator<'a> {

@@ -75,8 +75,11 @@ fn toml_syntax_error_names_the_line() {
 
 #[test]
 fn unknown_key_is_named_with_the_expected_ones() {
-    let p = one_problem(&MINIMAL.replace("cron =", "cronn = \"x\"\ncron ="), "cronn");
+    let p = one_problem(&MINIMAL.replace("cron =", "cronn = \"x\"\ncron ="), "schedule.cronn");
     assert!(p.fix.contains("cron"), "{p}");
+    assert!(p.message.starts_with("line 5:"), "the line of the unknown key: {p}");
+    let p = one_problem(&MINIMAL.replace("slug =", "nmae = \"x\"\nslug ="), "nmae");
+    assert!(p.message.starts_with("line 3:"), "{p}");
 }
 
 #[test]

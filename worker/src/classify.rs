@@ -329,13 +329,7 @@ mod tests {
     }
 
     fn spec() -> ResultSpec {
-        ResultSpec {
-            snapshot_key: "consistency_sweep_remote_all".into(),
-            automation_error: "/automation_error".into(),
-            assessment_failures: "/assessment_failures".into(),
-            lock_skipped: "/lock_skipped".into(),
-            exit_code: "/exit_code".into(),
-        }
+        ResultSpec::standard("consistency_sweep_remote_all")
     }
 
     fn response(status: u16, body: &[u8]) -> Classification {

@@ -108,6 +108,19 @@ pub struct ResultSpec {
     pub exit_code: String,
 }
 
+impl ResultSpec {
+    /// The contract's pointers (`/automation_error`, …) under a snapshot key.
+    pub fn standard(snapshot_key: &str) -> ResultSpec {
+        ResultSpec {
+            snapshot_key: snapshot_key.to_string(),
+            automation_error: "/automation_error".into(),
+            assessment_failures: "/assessment_failures".into(),
+            lock_skipped: "/lock_skipped".into(),
+            exit_code: "/exit_code".into(),
+        }
+    }
+}
+
 /// Retries of automation errors (never of assessment failures).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -487,7 +487,7 @@ fn cases() -> Vec<Case> {
             )],
             bad: "colour.toml",
             key: "colour",
-            says: "unknown field",
+            says: "unknown key `colour`",
         },
         Case {
             name: "unknown key in a table",
@@ -496,8 +496,8 @@ fn cases() -> Vec<Case> {
                 file(&id(), "typo", &format!("{cron}\ntimezon = \"UTC\""), &url),
             )],
             bad: "typo.toml",
-            key: "timezon",
-            says: "unknown field",
+            key: "schedule.timezon",
+            says: "unknown key `timezon`",
         },
         Case {
             name: "missing id",

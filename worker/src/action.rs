@@ -179,7 +179,11 @@ impl HttpExecutor {
         let client = reqwest::Client::builder()
             .connect_timeout(CONNECT_TIMEOUT)
             .pool_idle_timeout(Duration::from_secs(60))
-            .pool_max_idle_per_host(4)
+            // Keep every connection of a burst for the next instant: the worker
+            // sends at most 256 requests at once (worker::MAX_CONCURRENT_REQUESTS),
+            // so this bounds the idle sockets too; with 4, a thousand activities
+            // due together opened ~930 new connections every instant.
+            .pool_max_idle_per_host(256)
             .tcp_keepalive(Duration::from_secs(30))
             .redirect(reqwest::redirect::Policy::none())
             .user_agent(concat!("actcore/", env!("CARGO_PKG_VERSION")))
@@ -410,13 +414,7 @@ mod tests {
     ));
 
     fn spec() -> ResultSpec {
-        ResultSpec {
-            snapshot_key: "consistency_sweep_remote_all".into(),
-            automation_error: "/automation_error".into(),
-            assessment_failures: "/assessment_failures".into(),
-            lock_skipped: "/lock_skipped".into(),
-            exit_code: "/exit_code".into(),
-        }
+        ResultSpec::standard("consistency_sweep_remote_all")
     }
 
     fn action(method: &str, url: &str) -> ActionSpec {

@@ -6,7 +6,7 @@
 //! Every replica runs this same loop; the store's unique index on
 //! `(definition_id, scheduled_for)` decides who executes an instant.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -46,7 +46,9 @@ pub struct WorkerConfig {
 struct Activity {
     definition: Arc<Definition>,
     spec_hash: String,
-    schedule: Schedule,
+    /// Shared by the activities with the same cron and time zone: a parsed
+    /// cron holds a few KiB of tables, which 10,000 activities would repeat.
+    schedule: Arc<Schedule>,
     /// The request with `${VAR}`s resolved, or why it cannot be built.
     request: Arc<std::result::Result<PreparedRequest, String>>,
     /// The next scheduled instant and when to fire it (instant + jitter).
@@ -54,9 +56,17 @@ struct Activity {
 }
 
 impl Activity {
-    fn new(stored: &StoredDefinition) -> std::result::Result<Activity, String> {
+    fn new(stored: &StoredDefinition, schedules: &mut ScheduleCache) -> std::result::Result<Activity, String> {
         let definition = Arc::new(stored.definition.clone());
-        let schedule = definition.parsed_schedule().map_err(|e| e.message)?;
+        let key = (definition.schedule.cron.clone(), definition.schedule.timezone.clone());
+        let schedule = match schedules.get(&key) {
+            Some(s) => s.clone(),
+            None => {
+                let s = Arc::new(definition.parsed_schedule().map_err(|e| e.message)?);
+                schedules.insert(key, s.clone());
+                s
+            }
+        };
         // `${ACTCORE_SOURCE}` names who fires the run unless the environment overrides it.
         let lookup = |name: &str| {
             template::env_lookup(name)
@@ -77,6 +87,9 @@ impl Activity {
         instant + j.signed()
     }
 }
+
+/// Parsed schedules by (cron, time zone), shared between activities.
+type ScheduleCache = HashMap<(String, String), Arc<Schedule>>;
 
 /// The timers: activities keyed by their next fire time, earliest first.
 #[derive(Default)]
@@ -136,6 +149,24 @@ struct Shared {
     finished: mpsc::UnboundedSender<FinishRun>,
     in_flight: AtomicUsize,
     idle: Notify,
+    /// When the runs in flight were claimed (how many per claim time): the
+    /// lease renewal only writes once one of them needs it, so a burst of
+    /// short runs costs no renewal statement at all.
+    claimed_at: std::sync::Mutex<BTreeMap<Timestamp, usize>>,
+    /// Bounds the HTTP requests in flight (see [`MAX_CONCURRENT_REQUESTS`]).
+    request_slots: tokio::sync::Semaphore,
+}
+
+/// Most HTTP requests in flight at once. Thousands of activities due at one
+/// instant then share this many kept-alive connections instead of opening
+/// one socket (and its buffers) each; a run waiting for a slot is claimed
+/// and its lease kept, it only starts sending a little later.
+const MAX_CONCURRENT_REQUESTS: usize = 256;
+
+impl Shared {
+    fn claim_times(&self) -> std::sync::MutexGuard<'_, BTreeMap<Timestamp, usize>> {
+        self.claimed_at.lock().unwrap_or_else(|e| e.into_inner())
+    }
 }
 
 /// Runs the worker until `shutdown` is cancelled, then drains: runs in
@@ -150,6 +181,8 @@ pub async fn run(store: Store, config: WorkerConfig, shutdown: CancellationToken
         finished: finish_tx,
         in_flight: AtomicUsize::new(0),
         idle: Notify::new(),
+        claimed_at: std::sync::Mutex::new(BTreeMap::new()),
+        request_slots: tokio::sync::Semaphore::new(MAX_CONCURRENT_REQUESTS),
     });
     let recorder = tokio::spawn(record_finished(store.clone(), finish_rx));
     let background = CancellationToken::new();
@@ -294,6 +327,14 @@ fn reconcile(
     start_after: impl Fn(&StoredDefinition) -> Option<Timestamp>,
 ) {
     let mut live = std::collections::HashSet::with_capacity(stored.len());
+    let mut schedules: ScheduleCache = timers
+        .activities
+        .values()
+        .map(|a| {
+            let s = &a.definition.schedule;
+            ((s.cron.clone(), s.timezone.clone()), a.schedule.clone())
+        })
+        .collect();
     for d in stored.iter().filter(|d| d.is_active()) {
         let id = d.definition.id;
         live.insert(id);
@@ -302,7 +343,7 @@ fn reconcile(
         }
         let changed = timers.activities.contains_key(&id);
         timers.remove(id);
-        match Activity::new(d) {
+        match Activity::new(d, &mut schedules) {
             Ok(a) => {
                 let from = if changed {
                     Some(Timestamp::now())
@@ -397,41 +438,73 @@ async fn fire_due(
     let lease_until = now + SignedDuration::try_from(shared.config.lease).unwrap_or(SignedDuration::from_secs(30));
     for (instant, mut items) in by_instant {
         items.sort_by_key(|i| i.definition_id);
-        let batch = ClaimBatch {
-            scheduled_for: instant,
-            fired_at: now,
-            worker_id: &shared.config.worker_id,
-            lease_expires_at: lease_until,
-            items: &items,
-        };
-        let claimed = match shared.store.claim(&batch).await {
-            Ok(c) => c,
-            Err(e) => {
-                // Another replica may still win these; if none does, the next
-                // start records them as missed. Nothing half-written here.
-                error!(error = %e, instant = %instant, activities = items.len(), "claim failed; instant not fired by this replica");
-                continue;
-            }
-        };
-        debug!(instant = %instant, due = items.len(), won = claimed.len(), "claimed");
-        for c in claimed {
-            let Some(a) = timers.activities.get(&c.definition_id) else {
-                continue;
-            };
-            if c.state != State::Running {
-                info!(activity = %a.definition.slug, scheduled_for = %instant, "previous run still running: skipped_overlap");
-                continue;
-            }
-            let task = RunTask {
-                run_id: c.run_id,
-                definition: a.definition.clone(),
-                request: a.request.clone(),
-                scheduled_for: instant,
-            };
-            shared.in_flight.fetch_add(1, Ordering::SeqCst);
-            let span = info_span!("run", activity = %a.definition.slug, run_id = %c.run_id, scheduled_for = %instant);
-            runs.spawn(execute(shared.clone(), task).instrument(span));
+        // Claimed in chunks, each executed as soon as it is won: the first
+        // runs start after one small statement, not after the whole instant's.
+        // Chunks are contiguous in definition order, so replicas racing on
+        // the instant still take the index locks in one order.
+        let mut rest = &items[..];
+        let mut size = FIRST_CLAIM;
+        while !rest.is_empty() {
+            let (chunk, tail) = rest.split_at(size.min(rest.len()));
+            claim_and_spawn(shared, timers, runs, instant, now, lease_until, chunk).await;
+            rest = tail;
+            size = (size * 2).min(MAX_CLAIM);
         }
+    }
+}
+
+/// The first claim statement of an instant is small so that its runs start
+/// at once; the next ones double (fewer statements, less per row) while the
+/// runs already won execute.
+const FIRST_CLAIM: usize = 128;
+/// Most activities claimed in one statement (see `fire_due`).
+const MAX_CLAIM: usize = 1024;
+
+async fn claim_and_spawn(
+    shared: &Arc<Shared>,
+    timers: &Timers,
+    runs: &mut JoinSet<()>,
+    instant: Timestamp,
+    now: Timestamp,
+    lease_until: Timestamp,
+    items: &[ClaimItem],
+) {
+    let batch = ClaimBatch {
+        scheduled_for: instant,
+        fired_at: now,
+        worker_id: &shared.config.worker_id,
+        lease_expires_at: lease_until,
+        items,
+    };
+    let claimed = match shared.store.claim(&batch).await {
+        Ok(c) => c,
+        Err(e) => {
+            // Another replica may still win these; if none does, the next
+            // start records them as missed. Nothing half-written here.
+            error!(error = %e, instant = %instant, activities = items.len(), "claim failed; instant not fired by this replica");
+            return;
+        }
+    };
+    debug!(instant = %instant, due = items.len(), won = claimed.len(), "claimed");
+    for c in claimed {
+        let Some(a) = timers.activities.get(&c.definition_id) else {
+            continue;
+        };
+        if c.state != State::Running {
+            info!(activity = %a.definition.slug, scheduled_for = %instant, "previous run still running: skipped_overlap");
+            continue;
+        }
+        let task = RunTask {
+            run_id: c.run_id,
+            definition: a.definition.clone(),
+            request: a.request.clone(),
+            scheduled_for: instant,
+            claimed_at: now,
+        };
+        shared.in_flight.fetch_add(1, Ordering::SeqCst);
+        *shared.claim_times().entry(now).or_default() += 1;
+        let span = info_span!("run", activity = %a.definition.slug, run_id = %c.run_id, scheduled_for = %instant);
+        runs.spawn(execute(shared.clone(), task).instrument(span));
     }
 }
 
@@ -491,6 +564,8 @@ struct RunTask {
     definition: Arc<Definition>,
     request: Arc<std::result::Result<PreparedRequest, String>>,
     scheduled_for: Timestamp,
+    /// When it was claimed, i.e. when its lease was first set.
+    claimed_at: Timestamp,
 }
 
 /// Executes one claimed run and hands its result to the recorder.
@@ -503,7 +578,11 @@ async fn execute(shared: Arc<Shared>, task: RunTask) {
                 scheduled_for: Some(task.scheduled_for),
                 source: Source::ActivityCore,
             };
-            let report = shared.executor.execute(req, &headers, &def.result).await;
+            let report = {
+                // Never closed, so acquiring only fails if it were: then send anyway.
+                let _slot = shared.request_slots.acquire().await.ok();
+                shared.executor.execute(req, &headers, &def.result).await
+            };
             let mut snapshot = report.snapshot_parts(req);
             if let Some(body) = &report.classification.body {
                 snapshot[def.result.snapshot_key.as_str()] = body.clone();
@@ -529,6 +608,15 @@ async fn execute(shared: Arc<Shared>, task: RunTask) {
         _ => info!(outcome = %finish.outcome, assessment_failures = finish.assessment_failures, "run finished"),
     }
     let _ = shared.finished.send(finish);
+    {
+        let mut times = shared.claim_times();
+        if let Some(n) = times.get_mut(&task.claimed_at) {
+            *n -= 1;
+            if *n == 0 {
+                times.remove(&task.claimed_at);
+            }
+        }
+    }
     if shared.in_flight.fetch_sub(1, Ordering::SeqCst) == 1 {
         shared.idle.notify_waiters();
     }
@@ -577,16 +665,24 @@ async fn keep_leases(shared: Arc<Shared>, stop: CancellationToken) {
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let lease = SignedDuration::try_from(shared.config.lease).unwrap_or(SignedDuration::from_secs(30));
+    let mut renewed_at: Option<Timestamp> = None;
     loop {
         tokio::select! {
             _ = stop.cancelled() => return,
             _ = tick.tick() => {}
         }
         let now = Timestamp::now();
-        if shared.in_flight.load(Ordering::SeqCst) > 0
-            && let Err(e) = shared.store.renew_leases(&shared.config.worker_id, now + lease).await
-        {
-            warn!(error = %e, "could not renew leases");
+        // A run's lease was last set when it was claimed or at the last
+        // renewal, whichever is later; renew once the oldest such setting is
+        // a third of the lease old, which leaves every lease at least a third
+        // to run, as renewing at every tick did.
+        let oldest_claim = shared.claim_times().keys().next().copied();
+        let set_at = oldest_claim.map(|c| renewed_at.map_or(c, |r| r.max(c)));
+        if shared.in_flight.load(Ordering::SeqCst) > 0 && set_at.is_some_and(|t| t <= now - lease / 3) {
+            match shared.store.renew_leases(&shared.config.worker_id, now + lease).await {
+                Ok(_) => renewed_at = Some(now),
+                Err(e) => warn!(error = %e, "could not renew leases"),
+            }
         }
         match shared.store.reap_expired(now).await {
             Ok(lost) if !lost.is_empty() => {

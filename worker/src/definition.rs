@@ -250,13 +250,68 @@ pub fn load_dir(dir: &Path) -> Result<Vec<Loaded>, Problems> {
         }
     };
     let mut files: Vec<PathBuf> = entries
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|x| x == "toml") && p.is_file())
+        .filter_map(|e| e.ok())
+        .filter(|e| {
+            // The entry's type comes with the directory listing; only a
+            // symlink needs a stat to see whether it points at a file.
+            let path = e.path();
+            path.extension().is_some_and(|x| x == "toml")
+                && e.file_type()
+                    .is_ok_and(|t| t.is_file() || (t.is_symlink() && path.is_file()))
+        })
+        .map(|e| e.path())
         .collect();
     files.sort();
 
+    // Files are independent: parse them on every core, in contiguous
+    // chunks so that results and problems keep the sorted file order.
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(8)
+        .min(files.len().div_ceil(MIN_FILES_PER_THREAD))
+        .max(1);
+    let chunk = files.len().div_ceil(threads).max(1);
+    let results: Vec<(Vec<Loaded>, Vec<Problem>)> = if threads == 1 {
+        vec![load_files(files)]
+    } else {
+        let mut chunks = Vec::with_capacity(threads);
+        let mut rest = files;
+        while rest.len() > chunk {
+            let tail = rest.split_off(chunk);
+            chunks.push(rest);
+            rest = tail;
+        }
+        chunks.push(rest);
+        std::thread::scope(|scope| {
+            let handles: Vec<_> = chunks.into_iter().map(|c| scope.spawn(move || load_files(c))).collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)))
+                .collect()
+        })
+    };
     let mut problems = Vec::new();
     let mut loaded = Vec::new();
+    for (mut l, mut p) in results {
+        loaded.append(&mut l);
+        problems.append(&mut p);
+    }
+    check_unique(&loaded, &mut problems);
+    if problems.is_empty() {
+        Ok(loaded)
+    } else {
+        Err(Problems(problems))
+    }
+}
+
+/// Below this many files per thread, a thread costs more than it saves.
+const MIN_FILES_PER_THREAD: usize = 256;
+
+/// Reads and parses `files` in order; one cache of checked schedules for all.
+fn load_files(files: Vec<PathBuf>) -> (Vec<Loaded>, Vec<Problem>) {
+    let mut checked = CheckedSchedules::default();
+    let mut problems = Vec::new();
+    let mut loaded = Vec::with_capacity(files.len());
     for file in files {
         let text = match std::fs::read_to_string(&file) {
             Ok(t) => t,
@@ -270,17 +325,12 @@ pub fn load_dir(dir: &Path) -> Result<Vec<Loaded>, Problems> {
                 continue;
             }
         };
-        match parse_str(&file, &text) {
+        match parse_checked(&file, &text, &mut checked) {
             Ok(definition) => loaded.push(Loaded { file, definition }),
             Err(mut ps) => problems.append(&mut ps),
         }
     }
-    check_unique(&loaded, &mut problems);
-    if problems.is_empty() {
-        Ok(loaded)
-    } else {
-        Err(Problems(problems))
-    }
+    (loaded, problems)
 }
 
 fn check_unique(loaded: &[Loaded], problems: &mut Vec<Problem>) {
@@ -317,10 +367,21 @@ fn problem(file: &Path, key: &str, message: impl Into<String>, fix: impl Into<St
 
 /// Parses and validates one file's text. `file` is only used in messages.
 pub fn parse_str(file: &Path, text: &str) -> Result<Definition, Vec<Problem>> {
+    parse_checked(file, text, &mut CheckedSchedules::default())
+}
+
+/// `(cron, time zone)` pairs already found valid: thousands of files
+/// usually share a few schedules, and parsing a cron is most of the cost
+/// of validating a file.
+#[derive(Default)]
+struct CheckedSchedules(std::collections::HashSet<(String, String)>);
+
+fn parse_checked(file: &Path, text: &str, checked: &mut CheckedSchedules) -> Result<Definition, Vec<Problem>> {
     let raw: raw::File = toml::from_str(text).map_err(|e| vec![toml_problem(file, text, &e)])?;
     let mut v = Validator {
         file,
         problems: Vec::new(),
+        checked,
     };
     let def = v.definition(raw);
     match def {
@@ -368,6 +429,7 @@ fn toml_problem(file: &Path, text: &str, e: &toml::de::Error) -> Problem {
 struct Validator<'a> {
     file: &'a Path,
     problems: Vec<Problem>,
+    checked: &'a mut CheckedSchedules,
 }
 
 impl Validator<'_> {
@@ -478,6 +540,16 @@ impl Validator<'_> {
         })
     }
 
+    fn schedule_problem(&mut self, e: crate::schedule::ScheduleError, timezone: &str) {
+        self.push(&format!("schedule.{}", e.key), e.message, e.fix);
+        // The cron is checked first; check the zone on its own so both are reported.
+        if e.key == "cron"
+            && let Err(z) = Schedule::new("* * * * *", timezone)
+        {
+            self.push(&format!("schedule.{}", z.key), z.message, z.fix);
+        }
+    }
+
     fn schedule(&mut self, s: raw::Schedule) -> Option<ScheduleSpec> {
         let cron = self.required(
             s.cron,
@@ -485,15 +557,13 @@ impl Validator<'_> {
             "add `cron = \"*/15 * * * *\"` (5 fields, or 6 with leading seconds)",
         );
         let timezone = s.timezone.unwrap_or_else(|| "UTC".to_string());
-        if let Some(c) = &cron
-            && let Err(e) = Schedule::new(c, &timezone)
-        {
-            self.push(&format!("schedule.{}", e.key), e.message, e.fix);
-            // The cron is checked first; check the zone on its own so both are reported.
-            if e.key == "cron"
-                && let Err(z) = Schedule::new("* * * * *", &timezone)
-            {
-                self.push(&format!("schedule.{}", z.key), z.message, z.fix);
+        let key = cron.as_ref().map(|c| (c.clone(), timezone.clone()));
+        if let Some(key) = key.filter(|k| !self.checked.0.contains(k)) {
+            match Schedule::new(&key.0, &key.1) {
+                Ok(_) => {
+                    self.checked.0.insert(key);
+                }
+                Err(e) => self.schedule_problem(e, &key.1),
             }
         }
         let misfire = match s.misfire.as_deref().unwrap_or("skip") {

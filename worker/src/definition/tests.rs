@@ -153,6 +153,54 @@ fn duplicates_across_files_are_refused() {
     assert!(ps.iter().any(|p| p.key == "slug"), "{ps:#?}");
 }
 
+/// A directory large enough to be parsed on several threads: results keep
+/// the sorted file order, a bad cron is still refused after the same cron
+/// was seen valid elsewhere in another zone, and duplicates are found
+/// across the threads' chunks.
+#[test]
+fn large_directories_load_in_file_order_with_every_problem() {
+    let dir = tempfile::tempdir().unwrap();
+    let n = 3 * MIN_FILES_PER_THREAD;
+    let file = |i: usize, slug: &str, zone: &str| {
+        MINIMAL
+            .replace(
+                "0b9e8f3a-1111-4c4c-9d9d-000000000001",
+                &format!("0b9e8f3a-1111-4c4c-9d9d-{i:012}"),
+            )
+            .replace("slug = \"minimal\"", &format!("slug = \"{slug}\""))
+            .replace("[schedule]", &format!("[schedule]\ntimezone = \"{zone}\""))
+    };
+    for i in 0..n {
+        std::fs::write(
+            dir.path().join(format!("f{i:04}.toml")),
+            file(i, &format!("s{i:04}"), "UTC"),
+        )
+        .unwrap();
+    }
+    let loaded = load_dir(dir.path()).unwrap();
+    let slugs: Vec<_> = loaded.iter().map(|l| l.definition.slug.clone()).collect();
+    let mut sorted = slugs.clone();
+    sorted.sort();
+    assert_eq!(slugs.len(), n);
+    assert_eq!(slugs, sorted, "definitions come back in file order");
+
+    // Same cron, a zone that does not exist: refused although the cron was valid in UTC.
+    std::fs::write(dir.path().join("f0500.toml"), file(500, "s0500", "Mars/Olympus")).unwrap();
+    // The last file repeats the first one's slug: a duplicate across chunks.
+    std::fs::write(
+        dir.path().join(format!("f{:04}.toml", n - 1)),
+        file(n - 1, "s0000", "UTC"),
+    )
+    .unwrap();
+    let ps = load_dir(dir.path()).unwrap_err().0;
+    assert_eq!(ps.len(), 2, "{ps:#?}");
+    assert!(
+        ps[0].file.ends_with("f0500.toml") && ps[0].key == "schedule.timezone",
+        "{ps:#?}"
+    );
+    assert!(ps[1].key == "slug" && ps[1].message.contains("f0000.toml"), "{ps:#?}");
+}
+
 #[test]
 fn shipped_definitions_directory_is_valid() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../definitions");

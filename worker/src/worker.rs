@@ -123,21 +123,64 @@ impl Timers {
         self.queue.first().map(|(t, _)| *t)
     }
 
-    /// Removes and returns every activity due at or before `now`, with its instant.
-    fn take_due(&mut self, now: Timestamp) -> Vec<(Uuid, Timestamp)> {
+    /// How many activities fire at exactly `at` (the size of that claim).
+    fn count_at(&self, at: Timestamp) -> usize {
+        self.queue
+            .range((at, Uuid::nil())..)
+            .take_while(|(t, _)| *t == at)
+            .count()
+    }
+
+    /// Removes and returns every activity whose fire time is at or before
+    /// `until`, with its instant and fire time.
+    fn take_due(&mut self, until: Timestamp) -> Vec<Due> {
         let mut due = Vec::new();
         while let Some(&(fire, id)) = self.queue.first() {
-            if fire > now {
+            if fire > until {
                 break;
             }
             self.queue.pop_first();
             if let Some(a) = self.activities.get_mut(&id)
                 && let Some((instant, _)) = a.next.take()
             {
-                due.push((id, instant));
+                due.push(Due { id, instant, fire });
             }
         }
         due
+    }
+}
+
+/// An activity taken off the timers: its scheduled instant and when to
+/// send it (the instant plus its jitter).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Due {
+    id: Uuid,
+    instant: Timestamp,
+    fire: Timestamp,
+}
+
+/// How long before its fire time an instant is claimed. The claim is a
+/// durable write (a WAL flush, ~30 µs per row on top): written ahead, the
+/// POST leaves at the instant itself instead of after the commit. A little
+/// more per activity due, so that even 10,000 are claimed in time.
+fn claim_ahead(due: usize) -> Duration {
+    const BASE: Duration = Duration::from_millis(20);
+    const PER_ACTIVITY: Duration = Duration::from_micros(50);
+    const MAX: Duration = Duration::from_secs(1);
+    (BASE + PER_ACTIVITY * u32::try_from(due).unwrap_or(u32::MAX)).min(MAX)
+}
+
+/// Sleeps until `at` to within a few microseconds: tokio's timer has a
+/// 1 ms resolution and wakes up to a millisecond late, so it sleeps to just
+/// before and yields (other tasks keep running) for the rest.
+async fn sleep_until_exactly(at: Timestamp) {
+    const SPIN: SignedDuration = SignedDuration::from_millis(2);
+    let left = at.duration_since(Timestamp::now());
+    if left > SPIN {
+        tokio::time::sleep((left - SPIN).unsigned_abs()).await;
+    }
+    while Timestamp::now() < at {
+        tokio::task::yield_now().await;
     }
 }
 
@@ -229,20 +272,22 @@ pub async fn run(store: Store, config: WorkerConfig, shutdown: CancellationToken
     reread.tick().await;
 
     loop {
-        let sleep_for = timers
+        // Wake a little before the earliest fire time: its claim is written
+        // ahead so that the requests leave at the instant (`claim_ahead`).
+        let ahead = timers
             .earliest()
-            .map(|t| {
-                t.duration_since(Timestamp::now())
-                    .unsigned_abs()
-                    .min(Duration::from_secs(3600))
-            })
-            .unwrap_or(Duration::from_secs(3600));
-        let deadline = tokio::time::Instant::now()
-            + if timers.earliest().is_some_and(|t| t <= Timestamp::now()) {
-                Duration::ZERO
-            } else {
-                sleep_for
-            };
+            .map(|t| claim_ahead(timers.count_at(t)))
+            .unwrap_or_default();
+        let wake_at = timers
+            .earliest()
+            .map(|t| t - SignedDuration::try_from(ahead).unwrap_or_default());
+        let sleep_for = match wake_at {
+            Some(t) if t <= Timestamp::now() => Duration::ZERO,
+            Some(t) => t.duration_since(Timestamp::now()).unsigned_abs(),
+            None => Duration::from_secs(3600),
+        }
+        .min(Duration::from_secs(3600));
+        let deadline = tokio::time::Instant::now() + sleep_for;
         tokio::select! {
             biased;
             _ = shutdown.cancelled() => break,
@@ -258,7 +303,7 @@ pub async fn run(store: Store, config: WorkerConfig, shutdown: CancellationToken
             Some(_) = runs.join_next(), if !runs.is_empty() => continue,
         }
         let now = Timestamp::now();
-        let due = timers.take_due(now);
+        let due = timers.take_due(now + SignedDuration::try_from(ahead).unwrap_or_default());
         if due.is_empty() {
             continue;
         }
@@ -396,27 +441,23 @@ async fn reload(store: &Store, timers: &mut Timers, version: &mut crate::store::
     }
 }
 
-/// Handles every activity due now: misfires are recorded, the rest claimed
-/// per instant in one statement, and the winners executed.
-async fn fire_due(
-    shared: &Arc<Shared>,
-    timers: &mut Timers,
-    runs: &mut JoinSet<()>,
-    due: Vec<(Uuid, Timestamp)>,
-    now: Timestamp,
-) {
-    let mut by_instant: HashMap<Timestamp, Vec<ClaimItem>> = HashMap::new();
+/// Handles the activities taken off the timers: misfires are recorded, the
+/// rest claimed per (instant, fire time) in as few statements as possible,
+/// and the winners sent at their fire time.
+async fn fire_due(shared: &Arc<Shared>, timers: &mut Timers, runs: &mut JoinSet<()>, due: Vec<Due>, now: Timestamp) {
+    let mut groups: BTreeMap<(Timestamp, Timestamp), Vec<ClaimItem>> = BTreeMap::new();
     let mut misfires = Vec::new();
-    for (id, instant) in due {
+    for Due { id, instant, fire } in due {
         let Some(a) = timers.activities.get(&id) else { continue };
         let def = &a.definition;
         let decision = crate::misfire::decide(&a.schedule, &def.schedule, instant, now);
         if let Some(m) = decision.missed {
             misfires.push(misfire_row(&shared.config.worker_id, def, &a.spec_hash, m, now));
         }
-        let (fire_instant, next_from) = (decision.fire, decision.resume_after);
-        if let Some(i) = fire_instant {
-            by_instant.entry(i).or_default().push(ClaimItem {
+        if let Some(i) = decision.fire {
+            // A caught-up instant (`fire_once`) goes now; others at their fire time.
+            let fire_at = if i == instant { fire.max(now) } else { now };
+            groups.entry((fire_at, i)).or_default().push(ClaimItem {
                 run_id: Uuid::now_v7(),
                 definition_id: id,
                 spec_hash: a.spec_hash.clone(),
@@ -425,55 +466,76 @@ async fn fire_due(
                     "trigger": Trigger::Schedule.as_str(),
                     "spec_hash": a.spec_hash,
                     "scheduled_for": i.to_string(),
-                    "lateness_ms": now.duration_since(i).as_millis(),
+                    // Planned here; the run's result replaces it with when the request left.
+                    "lateness_ms": fire_at.duration_since(i).as_millis(),
                 }),
             });
         }
-        let next = a.schedule.next_after(next_from);
+        let next = a.schedule.next_after(decision.resume_after);
         timers.set_next(id, next);
     }
     if !misfires.is_empty() {
         record_misfires(&shared.store, misfires).await;
     }
     let lease_until = now + SignedDuration::try_from(shared.config.lease).unwrap_or(SignedDuration::from_secs(30));
-    for (instant, mut items) in by_instant {
+    // Earliest fire time first.
+    for ((fire_at, instant), mut items) in groups {
         items.sort_by_key(|i| i.definition_id);
-        // Claimed in chunks, each executed as soon as it is won: the first
-        // runs start after one small statement, not after the whole instant's.
+        // Claimed in chunks. Won runs wait for the fire time if the claim
+        // was written ahead; if the claims ran past it, each chunk's runs
+        // start as soon as it is won instead of after the whole instant's.
         // Chunks are contiguous in definition order, so replicas racing on
         // the instant still take the index locks in one order.
+        let claim = Claim {
+            instant,
+            fire_at,
+            claimed_at: now,
+            lease_until,
+        };
+        let mut waiting = Vec::new();
         let mut rest = &items[..];
         let mut size = FIRST_CLAIM;
         while !rest.is_empty() {
             let (chunk, tail) = rest.split_at(size.min(rest.len()));
-            claim_and_spawn(shared, timers, runs, instant, now, lease_until, chunk).await;
+            let won = claim_chunk(shared, timers, &claim, chunk).await;
+            if Timestamp::now() < fire_at {
+                waiting.extend(won);
+            } else {
+                spawn_runs(shared, runs, waiting.drain(..).chain(won));
+            }
             rest = tail;
             size = (size * 2).min(MAX_CLAIM);
+        }
+        if !waiting.is_empty() {
+            sleep_until_exactly(fire_at).await;
+            spawn_runs(shared, runs, waiting);
         }
     }
 }
 
-/// The first claim statement of an instant is small so that its runs start
-/// at once; the next ones double (fewer statements, less per row) while the
-/// runs already won execute.
+/// The first claim statement of an instant is small so that, when claims
+/// run late, its runs start at once; the next ones double (fewer
+/// statements, less per row) while the runs already won execute.
 const FIRST_CLAIM: usize = 128;
 /// Most activities claimed in one statement (see `fire_due`).
 const MAX_CLAIM: usize = 1024;
 
-async fn claim_and_spawn(
-    shared: &Arc<Shared>,
-    timers: &Timers,
-    runs: &mut JoinSet<()>,
+/// What the chunks of one (instant, fire time) claim share.
+struct Claim {
     instant: Timestamp,
-    now: Timestamp,
+    fire_at: Timestamp,
+    claimed_at: Timestamp,
     lease_until: Timestamp,
-    items: &[ClaimItem],
-) {
+}
+
+/// Claims `items` and returns the runs this replica won (overlaps are
+/// recorded by the claim itself and only logged here).
+async fn claim_chunk(shared: &Arc<Shared>, timers: &Timers, claim: &Claim, items: &[ClaimItem]) -> Vec<RunTask> {
     let batch = ClaimBatch {
-        scheduled_for: instant,
-        fired_at: now,
+        scheduled_for: claim.instant,
+        fired_at: claim.fire_at,
         worker_id: &shared.config.worker_id,
-        lease_expires_at: lease_until,
+        lease_expires_at: claim.lease_until,
         items,
     };
     let claimed = match shared.store.claim(&batch).await {
@@ -481,29 +543,37 @@ async fn claim_and_spawn(
         Err(e) => {
             // Another replica may still win these; if none does, the next
             // start records them as missed. Nothing half-written here.
-            error!(error = %e, instant = %instant, activities = items.len(), "claim failed; instant not fired by this replica");
-            return;
+            error!(error = %e, instant = %claim.instant, activities = items.len(), "claim failed; instant not fired by this replica");
+            return Vec::new();
         }
     };
-    debug!(instant = %instant, due = items.len(), won = claimed.len(), "claimed");
+    debug!(instant = %claim.instant, due = items.len(), won = claimed.len(), "claimed");
+    let mut won = Vec::with_capacity(claimed.len());
     for c in claimed {
         let Some(a) = timers.activities.get(&c.definition_id) else {
             continue;
         };
         if c.state != State::Running {
-            info!(activity = %a.definition.slug, scheduled_for = %instant, "previous run still running: skipped_overlap");
+            info!(activity = %a.definition.slug, scheduled_for = %claim.instant, "previous run still running: skipped_overlap");
             continue;
         }
-        let task = RunTask {
+        // Counted in flight from the claim: the lease keeper and the drain see it.
+        shared.in_flight.fetch_add(1, Ordering::SeqCst);
+        *shared.claim_times().entry(claim.claimed_at).or_default() += 1;
+        won.push(RunTask {
             run_id: c.run_id,
             definition: a.definition.clone(),
             request: a.request.clone(),
-            scheduled_for: instant,
-            claimed_at: now,
-        };
-        shared.in_flight.fetch_add(1, Ordering::SeqCst);
-        *shared.claim_times().entry(now).or_default() += 1;
-        let span = info_span!("run", activity = %a.definition.slug, run_id = %c.run_id, scheduled_for = %instant);
+            scheduled_for: claim.instant,
+            claimed_at: claim.claimed_at,
+        });
+    }
+    won
+}
+
+fn spawn_runs(shared: &Arc<Shared>, runs: &mut JoinSet<()>, tasks: impl IntoIterator<Item = RunTask>) {
+    for task in tasks {
+        let span = info_span!("run", activity = %task.definition.slug, run_id = %task.run_id, scheduled_for = %task.scheduled_for);
         runs.spawn(execute(shared.clone(), task).instrument(span));
     }
 }
@@ -578,12 +648,20 @@ async fn execute(shared: Arc<Shared>, task: RunTask) {
                 scheduled_for: Some(task.scheduled_for),
                 source: Source::ActivityCore,
             };
-            let report = {
+            let (report, sent_at) = {
                 // Never closed, so acquiring only fails if it were: then send anyway.
                 let _slot = shared.request_slots.acquire().await.ok();
-                shared.executor.execute(req, &headers, &def.result).await
+                let sent_at = Timestamp::now();
+                // Boxed: a task waiting for a slot then holds a pointer, not
+                // the HTTP client's whole state machine (10,000 of them wait
+                // at once when 10,000 activities share an instant).
+                (
+                    Box::pin(shared.executor.execute(req, &headers, &def.result)).await,
+                    sent_at,
+                )
             };
             let mut snapshot = report.snapshot_parts(req);
+            snapshot["lateness_ms"] = serde_json::json!(sent_at.duration_since(task.scheduled_for).as_millis());
             if let Some(body) = &report.classification.body {
                 snapshot[def.result.snapshot_key.as_str()] = body.clone();
             }
@@ -756,6 +834,41 @@ mod tests {
     use super::*;
 
     #[test]
+    fn claim_ahead_grows_with_the_instant_and_is_bounded() {
+        let mut t = Timers::default();
+        let stored = |id: u128| StoredDefinition {
+            definition: crate::definition::sample(
+                Uuid::from_u128(id),
+                &format!("a{id}"),
+                "*/5 * * * * *",
+                "http://127.0.0.1:9/x",
+            ),
+            spec_hash: format!("h{id}"),
+            enabled: true,
+            paused: false,
+            retired_at: None,
+            updated_at: "2026-01-01T00:00:00Z".parse().unwrap(),
+        };
+        let from: Timestamp = "2026-01-01T00:00:00Z".parse().unwrap();
+        reconcile(&mut t, &(1..=3).map(stored).collect::<Vec<_>>(), |_| Some(from));
+        let first = t.earliest().unwrap();
+        assert_eq!(t.count_at(first), 3);
+        assert_eq!(t.count_at(first + SignedDuration::from_secs(1)), 0);
+        assert!(claim_ahead(1) < claim_ahead(1000));
+        assert!(claim_ahead(1) >= Duration::from_millis(5), "room for one WAL flush");
+        assert_eq!(claim_ahead(1_000_000), Duration::from_secs(1), "bounded");
+    }
+
+    #[tokio::test]
+    async fn sleep_until_exactly_never_returns_early() {
+        for ms in [0, 1, 3, 7] {
+            let at = Timestamp::now() + SignedDuration::from_millis(ms);
+            sleep_until_exactly(at).await;
+            assert!(Timestamp::now() >= at);
+        }
+    }
+
+    #[test]
     fn timers_take_due_in_order_and_skip_replaced() {
         let mut t = Timers::default();
         let stored = |id: u128, cron: &str| StoredDefinition {
@@ -773,6 +886,11 @@ mod tests {
         assert_eq!(t.earliest(), Some("2026-01-01T00:00:01Z".parse().unwrap()));
         let due = t.take_due("2026-01-01T00:00:02Z".parse().unwrap());
         assert_eq!(due.len(), 2, "{due:?}");
+        assert!(
+            due.iter().all(|d| d.fire == d.instant),
+            "no jitter: fires at the instant"
+        );
+        assert_eq!(due[0].id, Uuid::from_u128(1), "earliest first");
         // Reconciling an unchanged activity keeps nothing new in the queue;
         // replacing one's spec drops its old timer.
         reconcile(&mut t, &[stored(1, "* * * * * *")], |_| Some(from));

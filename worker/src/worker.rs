@@ -56,8 +56,13 @@ struct Activity {
 }
 
 impl Activity {
-    fn new(stored: &StoredDefinition, schedules: &mut ScheduleCache) -> std::result::Result<Activity, String> {
-        let definition = Arc::new(stored.definition.clone());
+    /// Takes the stored definition by value: 10,000 of them are moved into
+    /// the timers, not copied next to the list they were loaded in.
+    fn new(stored: StoredDefinition, schedules: &mut ScheduleCache) -> std::result::Result<Activity, String> {
+        let StoredDefinition {
+            definition, spec_hash, ..
+        } = stored;
+        let definition = Arc::new(definition);
         let key = (definition.schedule.cron.clone(), definition.schedule.timezone.clone());
         let schedule = match schedules.get(&key) {
             Some(s) => s.clone(),
@@ -75,7 +80,7 @@ impl Activity {
         let request = Arc::new(crate::action::prepare(&definition.action, lookup));
         Ok(Activity {
             definition,
-            spec_hash: stored.spec_hash.clone(),
+            spec_hash,
             schedule,
             request,
             next: None,
@@ -256,7 +261,7 @@ pub async fn run(store: Store, config: WorkerConfig, shutdown: CancellationToken
     let mut version = store.definitions_version().await?;
     let stored = store.definitions().await?;
     let cursors: HashMap<Uuid, Timestamp> = store.last_scheduled().await?.into_iter().collect();
-    reconcile(&mut timers, &stored, |d| {
+    reconcile(&mut timers, stored, |d| {
         // Resume after the last recorded instant (or the last change of the
         // spec): what lies between is missed and handled by the misfire policy.
         let last = cursors.get(&d.definition.id).copied();
@@ -265,6 +270,7 @@ pub async fn run(store: Store, config: WorkerConfig, shutdown: CancellationToken
             _ => d.updated_at,
         })
     });
+    drop(cursors);
     info!(worker_id = %config.worker_id, store = store.backend(), activities = timers.activities.len(), "worker started");
     log_next(&timers);
     let mut runs = JoinSet::new();
@@ -368,7 +374,7 @@ fn log_next(timers: &Timers) {
 /// retired ones stop. `start_after` says where a new activity's schedule begins.
 fn reconcile(
     timers: &mut Timers,
-    stored: &[StoredDefinition],
+    stored: Vec<StoredDefinition>,
     start_after: impl Fn(&StoredDefinition) -> Option<Timestamp>,
 ) {
     let mut live = std::collections::HashSet::with_capacity(stored.len());
@@ -380,7 +386,7 @@ fn reconcile(
             ((s.cron.clone(), s.timezone.clone()), a.schedule.clone())
         })
         .collect();
-    for d in stored.iter().filter(|d| d.is_active()) {
+    for d in stored.into_iter().filter(|d| d.is_active()) {
         let id = d.definition.id;
         live.insert(id);
         if timers.activities.get(&id).is_some_and(|a| a.spec_hash == d.spec_hash) {
@@ -388,23 +394,24 @@ fn reconcile(
         }
         let changed = timers.activities.contains_key(&id);
         timers.remove(id);
+        let from = if changed {
+            Some(Timestamp::now())
+        } else {
+            start_after(&d)
+        }
+        .unwrap_or_else(Timestamp::now);
+        let slug = d.definition.slug.clone();
         match Activity::new(d, &mut schedules) {
             Ok(a) => {
-                let from = if changed {
-                    Some(Timestamp::now())
-                } else {
-                    start_after(d)
-                }
-                .unwrap_or_else(Timestamp::now);
                 let first = a.schedule.next_after(from);
+                if changed {
+                    info!(activity = %slug, spec_hash = %a.spec_hash, "definition changed: new schedule from its next instant");
+                }
                 timers.activities.insert(id, a);
                 timers.set_next(id, first);
-                if changed {
-                    info!(activity = %d.definition.slug, spec_hash = %d.spec_hash, "definition changed: new schedule from its next instant");
-                }
             }
             Err(e) => {
-                error!(activity = %d.definition.slug, error = %e, "stored definition has an invalid schedule; not firing it")
+                error!(activity = %slug, error = %e, "stored definition has an invalid schedule; not firing it")
             }
         }
     }
@@ -429,7 +436,7 @@ async fn reload(store: &Store, timers: &mut Timers, version: &mut crate::store::
             return Ok::<_, crate::Error>(false);
         }
         let stored = store.definitions().await?;
-        reconcile(timers, &stored, |_| Some(Timestamp::now()));
+        reconcile(timers, stored, |_| Some(Timestamp::now()));
         *version = v;
         Ok(true)
     }
@@ -850,7 +857,7 @@ mod tests {
             updated_at: "2026-01-01T00:00:00Z".parse().unwrap(),
         };
         let from: Timestamp = "2026-01-01T00:00:00Z".parse().unwrap();
-        reconcile(&mut t, &(1..=3).map(stored).collect::<Vec<_>>(), |_| Some(from));
+        reconcile(&mut t, (1..=3).map(stored).collect(), |_| Some(from));
         let first = t.earliest().unwrap();
         assert_eq!(t.count_at(first), 3);
         assert_eq!(t.count_at(first + SignedDuration::from_secs(1)), 0);
@@ -880,9 +887,11 @@ mod tests {
             updated_at: "2026-01-01T00:00:00Z".parse().unwrap(),
         };
         let from: Timestamp = "2026-01-01T00:00:00Z".parse().unwrap();
-        reconcile(&mut t, &[stored(1, "* * * * * *"), stored(2, "*/2 * * * * *")], |_| {
-            Some(from)
-        });
+        reconcile(
+            &mut t,
+            vec![stored(1, "* * * * * *"), stored(2, "*/2 * * * * *")],
+            |_| Some(from),
+        );
         assert_eq!(t.earliest(), Some("2026-01-01T00:00:01Z".parse().unwrap()));
         let due = t.take_due("2026-01-01T00:00:02Z".parse().unwrap());
         assert_eq!(due.len(), 2, "{due:?}");
@@ -893,7 +902,7 @@ mod tests {
         assert_eq!(due[0].id, Uuid::from_u128(1), "earliest first");
         // Reconciling an unchanged activity keeps nothing new in the queue;
         // replacing one's spec drops its old timer.
-        reconcile(&mut t, &[stored(1, "* * * * * *")], |_| Some(from));
+        reconcile(&mut t, vec![stored(1, "* * * * * *")], |_| Some(from));
         assert_eq!(t.activities.len(), 1);
         assert!(t.queue.is_empty(), "taken timers are not re-armed by a no-op reconcile");
     }

@@ -63,8 +63,12 @@ pub enum Misfire {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Overlap {
+    /// Record the instant as `skipped_overlap` (the default).
     Skip,
+    /// Run it alongside the one still running.
     Allow,
+    /// Queue one instant behind the running run. In CONTRACTS §2 but not
+    /// built yet: `definitions check` and `sync` refuse it.
     BufferOne,
 }
 
@@ -581,7 +585,16 @@ impl Validator<'_> {
         let overlap = match s.overlap.as_deref().unwrap_or("skip") {
             "skip" => Overlap::Skip,
             "allow" => Overlap::Allow,
-            "buffer_one" => Overlap::BufferOne,
+            "buffer_one" => {
+                // In the contract, not built yet: refusing it beats silently
+                // running overlapping instants the operator asked to queue.
+                self.push(
+                    "schedule.overlap",
+                    "`buffer_one` (queue one instant behind a running run) is not supported by this version",
+                    "use \"skip\" (the default: record the instant as skipped_overlap) or \"allow\" (run concurrently)",
+                );
+                Overlap::BufferOne
+            }
             other => {
                 self.push(
                     "schedule.overlap",

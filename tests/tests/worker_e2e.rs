@@ -538,3 +538,76 @@ async fn a_second_worker_on_the_embedded_store_refuses_to_start() {
     );
     assert!(stop(first).await.success());
 }
+
+/// A claim that fails (here: a trigger that raises while a fault row exists,
+/// standing in for a dropped connection or a failover) is retried within
+/// the grace; the instant then fires once, late but not lost.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failed_claim_is_retried_and_its_instant_still_fires_once() {
+    use sqlx::Connection;
+    let hub = Hub::start().await;
+    let url = fresh_pg_url().await;
+    let dir = tempfile::tempdir().unwrap();
+    write_definition(
+        dir.path(),
+        "flaky-db",
+        id(1),
+        "* * * * * *",
+        &format!("{}/sink/flaky-db", hub.url()),
+        "",
+    );
+    sync(dir.path(), &url);
+    let mut admin = sqlx::PgConnection::connect(&url).await.unwrap();
+    for sql in [
+        "create table test_faults (reason text)",
+        "create function test_fail_claims() returns trigger language plpgsql as $$
+         begin
+           if exists (select 1 from test_faults) then raise exception 'injected fault'; end if;
+           return null;
+         end $$",
+        "create trigger test_fail_claims before insert on activity_runs
+         for each statement execute function test_fail_claims()",
+        "insert into test_faults values ('database away')",
+    ] {
+        sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
+            .execute(&mut admin)
+            .await
+            .unwrap();
+    }
+    let logs = tempfile::tempdir().unwrap();
+    let w = Worker::spawn(&["worker"], &url, &[], logs.path(), "f1");
+    let failed: Timestamp = eventually(Duration::from_secs(15), "a failed claim being retried", || async {
+        let log = w.log_text();
+        let line = log.lines().find(|l| l.contains("claim failed; retrying"))?;
+        let at = line.split("instant=").nth(1)?.split_whitespace().next()?;
+        Some(at.trim_matches('"').parse().unwrap())
+    })
+    .await;
+    sqlx::raw_sql("delete from test_faults")
+        .execute(&mut admin)
+        .await
+        .unwrap();
+
+    let store = Store::open(Some(&url)).await.unwrap();
+    let row = eventually(Duration::from_secs(15), "the failed instant recorded", || async {
+        all_runs(&store)
+            .await
+            .into_iter()
+            .find(|r| r.scheduled_for == Some(failed) && r.state == "succeeded")
+    })
+    .await;
+    assert!(stop(w).await.success());
+    assert_eq!(row.outcome.as_deref(), Some("ok"), "{row:#?}");
+    let rows = all_runs(&store).await;
+    assert_eq!(
+        rows.iter().filter(|r| r.scheduled_for == Some(failed)).count(),
+        1,
+        "one row for the retried instant"
+    );
+    let delivered = hub
+        .arrivals()
+        .iter()
+        .filter(|a| a.scheduled_for == Some(failed))
+        .count();
+    assert_eq!(delivered, 1, "the retried instant was sent exactly once");
+}

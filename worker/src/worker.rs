@@ -453,6 +453,9 @@ async fn reload(store: &Store, timers: &mut Timers, version: &mut crate::store::
 /// and the winners sent at their fire time.
 async fn fire_due(shared: &Arc<Shared>, timers: &mut Timers, runs: &mut JoinSet<()>, due: Vec<Due>, now: Timestamp) {
     let mut groups: BTreeMap<(Timestamp, Timestamp), Vec<ClaimItem>> = BTreeMap::new();
+    // Per group, the smallest misfire grace: a failed claim is retried
+    // only while every one of its instants could still fire on time.
+    let mut graces: HashMap<(Timestamp, Timestamp), SignedDuration> = HashMap::new();
     let mut misfires = Vec::new();
     for Due { id, instant, fire } in due {
         let Some(a) = timers.activities.get(&id) else { continue };
@@ -464,6 +467,10 @@ async fn fire_due(shared: &Arc<Shared>, timers: &mut Timers, runs: &mut JoinSet<
         if let Some(i) = decision.fire {
             // A caught-up instant (`fire_once`) goes now; others at their fire time.
             let fire_at = if i == instant { fire.max(now) } else { now };
+            let grace = graces
+                .entry((fire_at, i))
+                .or_insert(def.schedule.misfire_grace.signed());
+            *grace = (*grace).min(def.schedule.misfire_grace.signed());
             groups.entry((fire_at, i)).or_default().push(ClaimItem {
                 run_id: Uuid::now_v7(),
                 definition_id: id,
@@ -493,11 +500,17 @@ async fn fire_due(shared: &Arc<Shared>, timers: &mut Timers, runs: &mut JoinSet<
         // start as soon as it is won instead of after the whole instant's.
         // Chunks are contiguous in definition order, so replicas racing on
         // the instant still take the index locks in one order.
+        let retry_for = graces
+            .get(&(fire_at, instant))
+            .copied()
+            .unwrap_or_default()
+            .min(CLAIM_RETRY_WITHIN);
         let claim = Claim {
             instant,
             fire_at,
             claimed_at: now,
             lease_until,
+            give_up_at: instant + retry_for,
         };
         let mut waiting = Vec::new();
         let mut rest = &items[..];
@@ -527,12 +540,19 @@ const FIRST_CLAIM: usize = 128;
 /// Most activities claimed in one statement (see `fire_due`).
 const MAX_CLAIM: usize = 1024;
 
+/// How long after its instant a failed claim is still retried (bounded by
+/// the activities' misfire grace): a database hiccup costs a late run, not a
+/// lost instant, while the loop stays free for the next instants.
+const CLAIM_RETRY_WITHIN: SignedDuration = SignedDuration::from_secs(10);
+
 /// What the chunks of one (instant, fire time) claim share.
 struct Claim {
     instant: Timestamp,
     fire_at: Timestamp,
     claimed_at: Timestamp,
     lease_until: Timestamp,
+    /// No retry of a failed claim starts after this.
+    give_up_at: Timestamp,
 }
 
 /// Claims `items` and returns the runs this replica won (overlaps are
@@ -545,13 +565,24 @@ async fn claim_chunk(shared: &Arc<Shared>, timers: &Timers, claim: &Claim, items
         lease_expires_at: claim.lease_until,
         items,
     };
-    let claimed = match shared.store.claim(&batch).await {
-        Ok(c) => c,
-        Err(e) => {
-            // Another replica may still win these; if none does, the next
-            // start records them as missed. Nothing half-written here.
-            error!(error = %e, instant = %claim.instant, activities = items.len(), "claim failed; instant not fired by this replica");
-            return Vec::new();
+    // A claim is one statement and its conflict clause makes a retry safe:
+    // rows a lost-but-committed attempt wrote are not returned again, stay
+    // `running` under this worker and are reaped as `worker_lost`.
+    let mut delay = std::time::Duration::from_millis(50);
+    let claimed = loop {
+        match shared.store.claim(&batch).await {
+            Ok(c) => break c,
+            Err(e) if Timestamp::now() + delay < claim.give_up_at => {
+                warn!(error = %e, instant = %claim.instant, activities = items.len(), retry_in_ms = delay.as_millis(), "claim failed; retrying");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(std::time::Duration::from_secs(1));
+            }
+            Err(e) => {
+                // Another replica may still win these; if none does, the next
+                // start records them as missed. Nothing half-written here.
+                error!(error = %e, instant = %claim.instant, activities = items.len(), "claim failed; instant not fired by this replica");
+                return Vec::new();
+            }
         }
     };
     debug!(instant = %claim.instant, due = items.len(), won = claimed.len(), "claimed");

@@ -463,7 +463,9 @@ async fn reload(store: &Store, timers: &mut Timers, version: &mut crate::store::
 /// rest claimed per (instant, fire time) in as few statements as possible,
 /// and the winners sent at their fire time.
 async fn fire_due(shared: &Arc<Shared>, timers: &mut Timers, runs: &mut JoinSet<()>, due: Vec<Due>, now: Timestamp) {
-    let mut groups: BTreeMap<(Timestamp, Timestamp), Vec<ClaimItem>> = BTreeMap::new();
+    // Only ids here: the claim rows (with their snapshots) are built one
+    // chunk at a time, so 10,000 due at once never hold 10,000 snapshots.
+    let mut groups: BTreeMap<(Timestamp, Timestamp), Vec<Uuid>> = BTreeMap::new();
     // Per group, the smallest misfire grace: a failed claim is retried
     // only while every one of its instants could still fire on time.
     let mut graces: HashMap<(Timestamp, Timestamp), SignedDuration> = HashMap::new();
@@ -482,19 +484,7 @@ async fn fire_due(shared: &Arc<Shared>, timers: &mut Timers, runs: &mut JoinSet<
                 .entry((fire_at, i))
                 .or_insert(def.schedule.misfire_grace.signed());
             *grace = (*grace).min(def.schedule.misfire_grace.signed());
-            groups.entry((fire_at, i)).or_default().push(ClaimItem {
-                run_id: Uuid::now_v7(),
-                definition_id: id,
-                spec_hash: a.spec_hash.clone(),
-                skip_if_running: def.schedule.overlap == Overlap::Skip,
-                snapshot: serde_json::json!({
-                    "trigger": Trigger::Schedule.as_str(),
-                    "spec_hash": a.spec_hash,
-                    "scheduled_for": i.to_string(),
-                    // Planned here; the run's result replaces it with when the request left.
-                    "lateness_ms": fire_at.duration_since(i).as_millis(),
-                }),
-            });
+            groups.entry((fire_at, i)).or_default().push(id);
         }
         let next = a.schedule.next_after(decision.resume_after);
         timers.set_next(id, next);
@@ -504,8 +494,8 @@ async fn fire_due(shared: &Arc<Shared>, timers: &mut Timers, runs: &mut JoinSet<
     }
     let lease_until = now + SignedDuration::try_from(shared.config.lease).unwrap_or(SignedDuration::from_secs(30));
     // Earliest fire time first.
-    for ((fire_at, instant), mut items) in groups {
-        items.sort_by_key(|i| i.definition_id);
+    for ((fire_at, instant), mut ids) in groups {
+        ids.sort_unstable();
         // Claimed in chunks. Won runs wait for the fire time if the claim
         // was written ahead; if the claims ran past it, each chunk's runs
         // start as soon as it is won instead of after the whole instant's.
@@ -524,11 +514,13 @@ async fn fire_due(shared: &Arc<Shared>, timers: &mut Timers, runs: &mut JoinSet<
             give_up_at: instant + retry_for,
         };
         let mut waiting = Vec::new();
-        let mut rest = &items[..];
+        let mut rest = &ids[..];
         let mut size = FIRST_CLAIM;
         while !rest.is_empty() {
             let (chunk, tail) = rest.split_at(size.min(rest.len()));
-            let won = claim_chunk(shared, timers, &claim, chunk).await;
+            let items = claim_items(timers, &claim, chunk);
+            let won = claim_chunk(shared, timers, &claim, &items).await;
+            drop(items);
             if Timestamp::now() < fire_at {
                 waiting.extend(won);
             } else {
@@ -564,6 +556,28 @@ struct Claim {
     lease_until: Timestamp,
     /// No retry of a failed claim starts after this.
     give_up_at: Timestamp,
+}
+
+/// The claim rows of one chunk of activities, in the chunk's order.
+fn claim_items(timers: &Timers, claim: &Claim, ids: &[Uuid]) -> Vec<ClaimItem> {
+    let scheduled_for = claim.instant.to_string();
+    let planned_lateness = claim.fire_at.duration_since(claim.instant).as_millis();
+    ids.iter()
+        .filter_map(|id| timers.activities.get(id))
+        .map(|a| ClaimItem {
+            run_id: Uuid::now_v7(),
+            definition_id: a.definition.id,
+            spec_hash: a.spec_hash.clone(),
+            skip_if_running: a.definition.schedule.overlap == Overlap::Skip,
+            snapshot: serde_json::json!({
+                "trigger": Trigger::Schedule.as_str(),
+                "spec_hash": a.spec_hash,
+                "scheduled_for": scheduled_for,
+                // Planned here; the run's result replaces it with when the request left.
+                "lateness_ms": planned_lateness,
+            }),
+        })
+        .collect()
 }
 
 /// Claims `items` and returns the runs this replica won (overlaps are

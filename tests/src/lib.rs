@@ -30,18 +30,22 @@ pub fn pg_admin_url() -> String {
 
 /// A new, empty database on the test server; returns its URL.
 pub async fn fresh_pg_url() -> String {
-    let admin = pg_admin_url();
-    let name = format!("actcore_t_{}", uuid::Uuid::new_v4().simple());
-    let mut conn = sqlx::PgConnection::connect(&admin)
+    create_database(&pg_admin_url(), "actcore_t")
         .await
-        .expect("connect to the test Postgres");
-    // `name` is generated here from a UUID: no injection possible.
+        .expect("create a test database on ACTCORE_TEST_PG_URL")
+}
+
+/// Creates `{prefix}_{uuid}` on the server `admin` points at and returns
+/// that database's URL (the tests and the benchmark share it).
+pub async fn create_database(admin: &str, prefix: &str) -> Result<String, sqlx::Error> {
+    let name = format!("{prefix}_{}", uuid::Uuid::new_v4().simple());
+    let mut conn = sqlx::PgConnection::connect(admin).await?;
+    // `name` is a fixed prefix and a UUID: no injection possible.
     sqlx::query(sqlx::AssertSqlSafe(format!("create database {name}")))
         .execute(&mut conn)
-        .await
-        .expect("create test database");
-    let base = admin.rsplit_once('/').map(|(b, _)| b).unwrap_or(&admin);
-    format!("{base}/{name}")
+        .await?;
+    let base = admin.rsplit_once('/').map(|(b, _)| b).unwrap_or(admin);
+    Ok(format!("{base}/{name}"))
 }
 
 /// A temporary directory holding an embedded store; returns (dir, URL).

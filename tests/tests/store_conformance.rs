@@ -319,7 +319,13 @@ async fn skip_if_running_records_overlap(backend: Backend) {
     assert!(!row.automation_error);
 
     // The skipped row is not `running`: it is neither renewed nor reaped.
-    assert_eq!(store.renew_leases("w1", t2 + secs(60)).await.expect("renew"), 4);
+    assert_eq!(
+        store
+            .renew_leases("w1", t2 + secs(60), t2 + secs(60))
+            .await
+            .expect("renew"),
+        4
+    );
     let reaped = store.reap_expired(t2 + secs(3600)).await.expect("reap");
     assert_eq!(
         reaped.len(),
@@ -461,8 +467,29 @@ async fn renew_and_reap_expired_leases(backend: Backend) {
     assert_eq!((alive.len(), dead.len()), (1, 1));
     let (alive, dead) = (alive[0], dead[0]);
 
-    assert_eq!(store.renew_leases("w-alive", at + secs(120)).await.expect("renew"), 1);
-    assert_eq!(store.renew_leases("w-nobody", at + secs(120)).await.expect("renew"), 0);
+    // Only leases expiring before the threshold are touched: a fresh one is not rewritten.
+    assert_eq!(
+        store
+            .renew_leases("w-alive", at + secs(120), at + secs(10))
+            .await
+            .expect("renew"),
+        0,
+        "a lease with 30 s left is not renewed when only those under 10 s are due"
+    );
+    assert_eq!(
+        store
+            .renew_leases("w-alive", at + secs(120), at + secs(120))
+            .await
+            .expect("renew"),
+        1
+    );
+    assert_eq!(
+        store
+            .renew_leases("w-nobody", at + secs(120), at + secs(120))
+            .await
+            .expect("renew"),
+        0
+    );
     assert_eq!(
         run_by_id(&store, alive.run_id).await.lease_expires_at,
         Some(at + secs(120))

@@ -23,6 +23,23 @@ fn sync(dir: &Path, url: &str) {
     assert_eq!(code, 0, "sync failed: {out}{err}");
 }
 
+/// A fresh database holding one activity, `id(1)`, firing every second at
+/// the hub's `/sink/{slug}`; returns its URL and the definitions directory.
+async fn one_activity_every_second(hub: &Hub, slug: &str, extra: &str) -> (String, tempfile::TempDir) {
+    let url = fresh_pg_url().await;
+    let dir = tempfile::tempdir().unwrap();
+    write_definition(
+        dir.path(),
+        slug,
+        id(1),
+        "* * * * * *",
+        &format!("{}/sink/{slug}", hub.url()),
+        extra,
+    );
+    sync(dir.path(), &url);
+    (url, dir)
+}
+
 async fn all_runs(store: &Store) -> Vec<RunRow> {
     store
         .runs(&RunFilter {
@@ -329,17 +346,7 @@ async fn a_killed_replicas_runs_are_abandoned_and_survivors_keep_firing() {
 #[tokio::test(flavor = "multi_thread")]
 async fn instants_missed_while_down_are_recorded_as_misfires_never_fired_late() {
     let hub = Hub::start().await;
-    let url = fresh_pg_url().await;
-    let dir = tempfile::tempdir().unwrap();
-    write_definition(
-        dir.path(),
-        "tick",
-        id(1),
-        "* * * * * *",
-        &format!("{}/sink/tick", hub.url()),
-        "misfire_grace = \"1s\"",
-    );
-    sync(dir.path(), &url);
+    let (url, _dir) = one_activity_every_second(&hub, "tick", "misfire_grace = \"1s\"").await;
     let logs = tempfile::tempdir().unwrap();
     let store = Store::open(Some(&url)).await.unwrap();
     let w = Worker::spawn(&["worker"], &url, &[], logs.path(), "m1");
@@ -546,17 +553,7 @@ async fn a_second_worker_on_the_embedded_store_refuses_to_start() {
 async fn a_failed_claim_is_retried_and_its_instant_still_fires_once() {
     use sqlx::Connection;
     let hub = Hub::start().await;
-    let url = fresh_pg_url().await;
-    let dir = tempfile::tempdir().unwrap();
-    write_definition(
-        dir.path(),
-        "flaky-db",
-        id(1),
-        "* * * * * *",
-        &format!("{}/sink/flaky-db", hub.url()),
-        "",
-    );
-    sync(dir.path(), &url);
+    let (url, _dir) = one_activity_every_second(&hub, "flaky-db", "").await;
     let mut admin = sqlx::PgConnection::connect(&url).await.unwrap();
     for sql in [
         "create table test_faults (reason text)",

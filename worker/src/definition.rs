@@ -275,25 +275,13 @@ pub fn load_dir(dir: &Path) -> Result<Vec<Loaded>, Problems> {
         .min(files.len().div_ceil(MIN_FILES_PER_THREAD))
         .max(1);
     let chunk = files.len().div_ceil(threads).max(1);
-    let results: Vec<(Vec<Loaded>, Vec<Problem>)> = if threads == 1 {
-        vec![load_files(files)]
-    } else {
-        let mut chunks = Vec::with_capacity(threads);
-        let mut rest = files;
-        while rest.len() > chunk {
-            let tail = rest.split_off(chunk);
-            chunks.push(rest);
-            rest = tail;
-        }
-        chunks.push(rest);
-        std::thread::scope(|scope| {
-            let handles: Vec<_> = chunks.into_iter().map(|c| scope.spawn(move || load_files(c))).collect();
-            handles
-                .into_iter()
-                .map(|h| h.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)))
-                .collect()
-        })
-    };
+    let results: Vec<(Vec<Loaded>, Vec<Problem>)> = std::thread::scope(|scope| {
+        let handles: Vec<_> = files.chunks(chunk).map(|c| scope.spawn(|| load_files(c))).collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)))
+            .collect()
+    });
     let mut problems = Vec::new();
     let mut loaded = Vec::new();
     for (mut l, mut p) in results {
@@ -312,16 +300,16 @@ pub fn load_dir(dir: &Path) -> Result<Vec<Loaded>, Problems> {
 const MIN_FILES_PER_THREAD: usize = 256;
 
 /// Reads and parses `files` in order; one cache of checked schedules for all.
-fn load_files(files: Vec<PathBuf>) -> (Vec<Loaded>, Vec<Problem>) {
+fn load_files(files: &[PathBuf]) -> (Vec<Loaded>, Vec<Problem>) {
     let mut checked = CheckedSchedules::default();
     let mut problems = Vec::new();
     let mut loaded = Vec::with_capacity(files.len());
     for file in files {
-        let text = match std::fs::read_to_string(&file) {
+        let text = match std::fs::read_to_string(file) {
             Ok(t) => t,
             Err(e) => {
                 problems.push(problem(
-                    &file,
+                    file,
                     "",
                     format!("cannot read: {e}"),
                     "check the file's permissions",
@@ -329,8 +317,11 @@ fn load_files(files: Vec<PathBuf>) -> (Vec<Loaded>, Vec<Problem>) {
                 continue;
             }
         };
-        match parse_checked(&file, &text, &mut checked) {
-            Ok(definition) => loaded.push(Loaded { file, definition }),
+        match parse_checked(file, &text, &mut checked) {
+            Ok(definition) => loaded.push(Loaded {
+                file: file.clone(),
+                definition,
+            }),
             Err(mut ps) => problems.append(&mut ps),
         }
     }

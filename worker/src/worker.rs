@@ -168,11 +168,11 @@ struct Due {
 /// durable write (a WAL flush, ~30 µs per row on top): written ahead, the
 /// POST leaves at the instant itself instead of after the commit. A little
 /// more per activity due, so that even 10,000 are claimed in time.
-fn claim_ahead(due: usize) -> Duration {
-    const BASE: Duration = Duration::from_millis(20);
-    const PER_ACTIVITY: Duration = Duration::from_micros(50);
-    const MAX: Duration = Duration::from_secs(1);
-    (BASE + PER_ACTIVITY * u32::try_from(due).unwrap_or(u32::MAX)).min(MAX)
+fn claim_ahead(due: usize) -> SignedDuration {
+    const BASE: SignedDuration = SignedDuration::from_millis(20);
+    const PER_ACTIVITY: SignedDuration = SignedDuration::from_micros(50);
+    const MAX: SignedDuration = SignedDuration::from_secs(1);
+    (BASE + PER_ACTIVITY * i32::try_from(due).unwrap_or(i32::MAX)).min(MAX)
 }
 
 /// Sleeps until `at` to within a few microseconds: tokio's timer has a
@@ -197,10 +197,6 @@ struct Shared {
     finished: mpsc::UnboundedSender<FinishRun>,
     in_flight: AtomicUsize,
     idle: Notify,
-    /// When the runs in flight were claimed (how many per claim time): the
-    /// lease renewal only writes once one of them needs it, so a burst of
-    /// short runs costs no renewal statement at all.
-    claimed_at: std::sync::Mutex<BTreeMap<Timestamp, usize>>,
     /// Bounds the HTTP requests in flight (see [`MAX_CONCURRENT_REQUESTS`]).
     request_slots: tokio::sync::Semaphore,
 }
@@ -210,12 +206,6 @@ struct Shared {
 /// one socket (and its buffers) each; a run waiting for a slot is claimed
 /// and its lease kept, it only starts sending a little later.
 const MAX_CONCURRENT_REQUESTS: usize = 256;
-
-impl Shared {
-    fn claim_times(&self) -> std::sync::MutexGuard<'_, BTreeMap<Timestamp, usize>> {
-        self.claimed_at.lock().unwrap_or_else(|e| e.into_inner())
-    }
-}
 
 /// Runs the worker until `shutdown` is cancelled, then drains: runs in
 /// flight get the grace period, the rest are recorded `abandoned`
@@ -229,7 +219,6 @@ pub async fn run(store: Store, config: WorkerConfig, shutdown: CancellationToken
         finished: finish_tx,
         in_flight: AtomicUsize::new(0),
         idle: Notify::new(),
-        claimed_at: std::sync::Mutex::new(BTreeMap::new()),
         request_slots: tokio::sync::Semaphore::new(MAX_CONCURRENT_REQUESTS),
     });
     let recorder = tokio::spawn(record_finished(store.clone(), finish_rx));
@@ -280,23 +269,21 @@ pub async fn run(store: Store, config: WorkerConfig, shutdown: CancellationToken
     // The lead for the earliest fire time, counted once per fire time: the
     // loop also wakes for every finished run, and counting 10,000 timers on
     // each of 10,000 wake-ups would be quadratic.
-    let mut lead: Option<(Timestamp, Duration)> = None;
+    let mut lead: Option<(Timestamp, SignedDuration)> = None;
     loop {
         // Wake a little before the earliest fire time: its claim is written
         // ahead so that the requests leave at the instant (`claim_ahead`).
-        let ahead = match (timers.earliest(), lead) {
+        let earliest = timers.earliest();
+        let ahead = match (earliest, lead) {
             (Some(t), Some((at, d))) if at == t => d,
             (Some(t), _) => {
                 let d = claim_ahead(timers.count_at(t));
                 lead = Some((t, d));
                 d
             }
-            (None, _) => Duration::ZERO,
+            (None, _) => SignedDuration::ZERO,
         };
-        let wake_at = timers
-            .earliest()
-            .map(|t| t - SignedDuration::try_from(ahead).unwrap_or_default());
-        let sleep_for = match wake_at {
+        let sleep_for = match earliest.map(|t| t - ahead) {
             Some(t) if t <= Timestamp::now() => Duration::ZERO,
             Some(t) => t.duration_since(Timestamp::now()).unsigned_abs(),
             None => Duration::from_secs(3600),
@@ -320,7 +307,7 @@ pub async fn run(store: Store, config: WorkerConfig, shutdown: CancellationToken
             Some(_) = runs.join_next(), if !runs.is_empty() => continue,
         }
         let now = Timestamp::now();
-        let due = timers.take_due(now + SignedDuration::try_from(ahead).unwrap_or_default());
+        let due = timers.take_due(now + ahead);
         if due.is_empty() {
             continue;
         }
@@ -466,9 +453,6 @@ async fn fire_due(shared: &Arc<Shared>, timers: &mut Timers, runs: &mut JoinSet<
     // Only ids here: the claim rows (with their snapshots) are built one
     // chunk at a time, so 10,000 due at once never hold 10,000 snapshots.
     let mut groups: BTreeMap<(Timestamp, Timestamp), Vec<Uuid>> = BTreeMap::new();
-    // Per group, the smallest misfire grace: a failed claim is retried
-    // only while every one of its instants could still fire on time.
-    let mut graces: HashMap<(Timestamp, Timestamp), SignedDuration> = HashMap::new();
     let mut misfires = Vec::new();
     for Due { id, instant, fire } in due {
         let Some(a) = timers.activities.get(&id) else { continue };
@@ -480,10 +464,6 @@ async fn fire_due(shared: &Arc<Shared>, timers: &mut Timers, runs: &mut JoinSet<
         if let Some(i) = decision.fire {
             // A caught-up instant (`fire_once`) goes now; others at their fire time.
             let fire_at = if i == instant { fire.max(now) } else { now };
-            let grace = graces
-                .entry((fire_at, i))
-                .or_insert(def.schedule.misfire_grace.signed());
-            *grace = (*grace).min(def.schedule.misfire_grace.signed());
             groups.entry((fire_at, i)).or_default().push(id);
         }
         let next = a.schedule.next_after(decision.resume_after);
@@ -501,15 +481,18 @@ async fn fire_due(shared: &Arc<Shared>, timers: &mut Timers, runs: &mut JoinSet<
         // start as soon as it is won instead of after the whole instant's.
         // Chunks are contiguous in definition order, so replicas racing on
         // the instant still take the index locks in one order.
-        let retry_for = graces
-            .get(&(fire_at, instant))
-            .copied()
+        // A failed claim is retried only while every instant in it could
+        // still fire within its activity's misfire grace.
+        let retry_for = ids
+            .iter()
+            .filter_map(|id| timers.activities.get(id))
+            .map(|a| a.definition.schedule.misfire_grace.signed())
+            .min()
             .unwrap_or_default()
             .min(CLAIM_RETRY_WITHIN);
         let claim = Claim {
             instant,
             fire_at,
-            claimed_at: now,
             lease_until,
             give_up_at: instant + retry_for,
         };
@@ -552,7 +535,6 @@ const CLAIM_RETRY_WITHIN: SignedDuration = SignedDuration::from_secs(10);
 struct Claim {
     instant: Timestamp,
     fire_at: Timestamp,
-    claimed_at: Timestamp,
     lease_until: Timestamp,
     /// No retry of a failed claim starts after this.
     give_up_at: Timestamp,
@@ -622,13 +604,11 @@ async fn claim_chunk(shared: &Arc<Shared>, timers: &Timers, claim: &Claim, items
         }
         // Counted in flight from the claim: the lease keeper and the drain see it.
         shared.in_flight.fetch_add(1, Ordering::SeqCst);
-        *shared.claim_times().entry(claim.claimed_at).or_default() += 1;
         won.push(RunTask {
             run_id: c.run_id,
             definition: a.definition.clone(),
             request: a.request.clone(),
             scheduled_for: claim.instant,
-            claimed_at: claim.claimed_at,
         });
     }
     won
@@ -697,8 +677,6 @@ struct RunTask {
     definition: Arc<Definition>,
     request: Arc<std::result::Result<PreparedRequest, String>>,
     scheduled_for: Timestamp,
-    /// When it was claimed, i.e. when its lease was first set.
-    claimed_at: Timestamp,
 }
 
 /// Executes one claimed run and hands its result to the recorder.
@@ -749,15 +727,6 @@ async fn execute(shared: Arc<Shared>, task: RunTask) {
         _ => info!(outcome = %finish.outcome, assessment_failures = finish.assessment_failures, "run finished"),
     }
     let _ = shared.finished.send(finish);
-    {
-        let mut times = shared.claim_times();
-        if let Some(n) = times.get_mut(&task.claimed_at) {
-            *n -= 1;
-            if *n == 0 {
-                times.remove(&task.claimed_at);
-            }
-        }
-    }
     if shared.in_flight.fetch_sub(1, Ordering::SeqCst) == 1 {
         shared.idle.notify_waiters();
     }
@@ -806,24 +775,22 @@ async fn keep_leases(shared: Arc<Shared>, stop: CancellationToken) {
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let lease = SignedDuration::try_from(shared.config.lease).unwrap_or(SignedDuration::from_secs(30));
-    let mut renewed_at: Option<Timestamp> = None;
     loop {
         tokio::select! {
             _ = stop.cancelled() => return,
             _ = tick.tick() => {}
         }
         let now = Timestamp::now();
-        // A run's lease was last set when it was claimed or at the last
-        // renewal, whichever is later; renew once the oldest such setting is
-        // a third of the lease old, which leaves every lease at least a third
-        // to run, as renewing at every tick did.
-        let oldest_claim = shared.claim_times().keys().next().copied();
-        let set_at = oldest_claim.map(|c| renewed_at.map_or(c, |r| r.max(c)));
-        if shared.in_flight.load(Ordering::SeqCst) > 0 && set_at.is_some_and(|t| t <= now - lease / 3) {
-            match shared.store.renew_leases(&shared.config.worker_id, now + lease).await {
-                Ok(_) => renewed_at = Some(now),
-                Err(e) => warn!(error = %e, "could not renew leases"),
-            }
+        // Only leases set more than a third of a lease ago are extended
+        // (the store filters), so every lease keeps at least a third to run
+        // and a burst of short runs costs no row write at all.
+        if shared.in_flight.load(Ordering::SeqCst) > 0
+            && let Err(e) = shared
+                .store
+                .renew_leases(&shared.config.worker_id, now + lease, now + lease * 2 / 3)
+                .await
+        {
+            warn!(error = %e, "could not renew leases");
         }
         match shared.store.reap_expired(now).await {
             Ok(lost) if !lost.is_empty() => {
@@ -896,30 +863,34 @@ async fn drain(shared: Arc<Shared>, mut runs: JoinSet<()>, grace: Duration) {
 mod tests {
     use super::*;
 
-    #[test]
-    fn claim_ahead_grows_with_the_instant_and_is_bounded() {
-        let mut t = Timers::default();
-        let stored = |id: u128| StoredDefinition {
-            definition: crate::definition::sample(
-                Uuid::from_u128(id),
-                &format!("a{id}"),
-                "*/5 * * * * *",
-                "http://127.0.0.1:9/x",
-            ),
-            spec_hash: format!("h{id}"),
+    /// A stored, active definition `a{id}` on `cron`; its hash changes with the cron.
+    fn stored(id: u128, cron: &str) -> StoredDefinition {
+        StoredDefinition {
+            definition: crate::definition::sample(Uuid::from_u128(id), &format!("a{id}"), cron, "http://127.0.0.1:9/x"),
+            spec_hash: format!("h{id}{cron}"),
             enabled: true,
             paused: false,
             retired_at: None,
             updated_at: "2026-01-01T00:00:00Z".parse().unwrap(),
-        };
+        }
+    }
+
+    #[test]
+    fn claim_ahead_grows_with_the_instant_and_is_bounded() {
+        let mut t = Timers::default();
         let from: Timestamp = "2026-01-01T00:00:00Z".parse().unwrap();
-        reconcile(&mut t, (1..=3).map(stored).collect(), |_| Some(from));
+        reconcile(&mut t, (1..=3).map(|id| stored(id, "*/5 * * * * *")).collect(), |_| {
+            Some(from)
+        });
         let first = t.earliest().unwrap();
         assert_eq!(t.count_at(first), 3);
         assert_eq!(t.count_at(first + SignedDuration::from_secs(1)), 0);
         assert!(claim_ahead(1) < claim_ahead(1000));
-        assert!(claim_ahead(1) >= Duration::from_millis(5), "room for one WAL flush");
-        assert_eq!(claim_ahead(1_000_000), Duration::from_secs(1), "bounded");
+        assert!(
+            claim_ahead(1) >= SignedDuration::from_millis(5),
+            "room for one WAL flush"
+        );
+        assert_eq!(claim_ahead(1_000_000), SignedDuration::from_secs(1), "bounded");
     }
 
     #[tokio::test]
@@ -934,14 +905,6 @@ mod tests {
     #[test]
     fn timers_take_due_in_order_and_skip_replaced() {
         let mut t = Timers::default();
-        let stored = |id: u128, cron: &str| StoredDefinition {
-            definition: crate::definition::sample(Uuid::from_u128(id), &format!("a{id}"), cron, "http://127.0.0.1:9/x"),
-            spec_hash: format!("h{id}{cron}"),
-            enabled: true,
-            paused: false,
-            retired_at: None,
-            updated_at: "2026-01-01T00:00:00Z".parse().unwrap(),
-        };
         let from: Timestamp = "2026-01-01T00:00:00Z".parse().unwrap();
         reconcile(
             &mut t,

@@ -610,16 +610,9 @@ fn generate(dir: &Path, n: usize, sink: &str) -> Result<()> {
 }
 
 async fn fresh_pg(admin: &str) -> Result<String> {
-    let name = format!("actcore_bench_{}", Uuid::new_v4().simple());
-    let mut conn = sqlx::PgConnection::connect(admin)
+    actcore_tests::create_database(admin, "actcore_bench")
         .await
-        .context("connect to Postgres")?;
-    // `name` is generated here from a UUID: no injection possible.
-    sqlx::query(sqlx::AssertSqlSafe(format!("create database {name}")))
-        .execute(&mut conn)
-        .await?;
-    let base = admin.rsplit_once('/').map(|(b, _)| b).unwrap_or(admin);
-    Ok(format!("{base}/{name}"))
+        .context("create a benchmark database")
 }
 
 async fn actcore(args: &[&str], url: &str, env: &[(&str, &str)]) -> Result<(Duration, String)> {
@@ -841,6 +834,21 @@ struct FireCfg {
     /// Kill replica-1 (SIGKILL) this long after the middle instant.
     kill: bool,
     lease: Option<String>,
+}
+
+impl FireCfg {
+    /// One worker, no kill, the default lease.
+    fn single(label: String, sqlite: bool, n: usize, window: u64) -> FireCfg {
+        FireCfg {
+            label,
+            sqlite,
+            n,
+            window,
+            replicas: 1,
+            kill: false,
+            lease: None,
+        }
+    }
 }
 
 struct Ctx {
@@ -1399,30 +1407,14 @@ async fn run(a: RunArgs) -> Result<()> {
     };
     if only.contains(&Scenario::Pg) {
         for &n in &sizes {
-            let cfg = FireCfg {
-                label: format!("pg-{n}"),
-                sqlite: false,
-                n,
-                window,
-                replicas: 1,
-                kill: false,
-                lease: None,
-            };
+            let cfg = FireCfg::single(format!("pg-{n}"), false, n, window);
             let r = fire(&ctx, &cfg).await;
             record(r, &cfg.label, &mut results);
         }
     }
     if only.contains(&Scenario::Sqlite) {
         for &n in &sqlite_sizes {
-            let cfg = FireCfg {
-                label: format!("sqlite-{n}"),
-                sqlite: true,
-                n,
-                window: sqlite_window,
-                replicas: 1,
-                kill: false,
-                lease: None,
-            };
+            let cfg = FireCfg::single(format!("sqlite-{n}"), true, n, sqlite_window);
             let r = fire(&ctx, &cfg).await;
             record(r, &cfg.label, &mut results);
         }

@@ -301,11 +301,13 @@ impl Store {
         }
     }
 
-    /// Extends the lease of every run this worker holds.
-    pub async fn renew_leases(&self, worker_id: &str, until: Timestamp) -> Result<u64> {
+    /// Extends to `until` the lease of every run this worker holds whose
+    /// lease expires before `expiring_before`: a renewal touches only the
+    /// leases that need it, so a burst of short runs writes nothing.
+    pub async fn renew_leases(&self, worker_id: &str, until: Timestamp, expiring_before: Timestamp) -> Result<u64> {
         match self {
-            Store::Postgres(s) => s.renew_leases(worker_id, until).await,
-            Store::Sqlite(s) => s.renew_leases(worker_id, until).await,
+            Store::Postgres(s) => s.renew_leases(worker_id, until, expiring_before).await,
+            Store::Sqlite(s) => s.renew_leases(worker_id, until, expiring_before).await,
         }
     }
 

@@ -349,15 +349,17 @@ impl PgStore {
         Ok(done)
     }
 
-    pub async fn renew_leases(&self, worker_id: &str, until: Timestamp) -> Result<u64> {
-        Ok(
-            sqlx::query("update activity_runs set lease_expires_at = $2 where worker_id = $1 and state = 'running'")
-                .bind(worker_id)
-                .bind(ts(until))
-                .execute(&self.pool)
-                .await?
-                .rows_affected(),
+    pub async fn renew_leases(&self, worker_id: &str, until: Timestamp, expiring_before: Timestamp) -> Result<u64> {
+        Ok(sqlx::query(
+            "update activity_runs set lease_expires_at = $2
+             where worker_id = $1 and state = 'running' and lease_expires_at < $3",
         )
+        .bind(worker_id)
+        .bind(ts(until))
+        .bind(ts(expiring_before))
+        .execute(&self.pool)
+        .await?
+        .rows_affected())
     }
 
     pub async fn reap_expired(&self, now: Timestamp) -> Result<Vec<Abandoned>> {

@@ -350,15 +350,17 @@ impl SqliteStore {
         Ok(done)
     }
 
-    pub async fn renew_leases(&self, worker_id: &str, until: Timestamp) -> Result<u64> {
-        Ok(
-            sqlx::query("update activity_runs set lease_expires_at = ?2 where worker_id = ?1 and state = 'running'")
-                .bind(worker_id)
-                .bind(to_text(until))
-                .execute(&self.pool)
-                .await?
-                .rows_affected(),
+    pub async fn renew_leases(&self, worker_id: &str, until: Timestamp, expiring_before: Timestamp) -> Result<u64> {
+        Ok(sqlx::query(
+            "update activity_runs set lease_expires_at = ?2
+             where worker_id = ?1 and state = 'running' and lease_expires_at < ?3",
         )
+        .bind(worker_id)
+        .bind(to_text(until))
+        .bind(to_text(expiring_before))
+        .execute(&self.pool)
+        .await?
+        .rows_affected())
     }
 
     pub async fn reap_expired(&self, now: Timestamp) -> Result<Vec<Abandoned>> {

@@ -6,7 +6,7 @@
 
 use std::path::{Path, PathBuf};
 
-use actcore::store::{NewRun, RunFilter, Store, StoredDefinition};
+use actcore::store::{DefinitionSource, HistoryStore, NewRun, RunFilter, RunStore, Store, StoredDefinition};
 use actcore_tests::{Backend, fresh_pg_url, fresh_sqlite_url, run_cli, write_definition};
 use jiff::Timestamp;
 use sqlx::Row;

@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::Path;
 use std::time::Duration;
 
-use actcore::store::{RunFilter, RunRow, Store};
+use actcore::store::{HistoryStore, RunFilter, RunRow, Store};
 use actcore_tests::{Hub, Worker, eventually, fresh_pg_url, run_cli, write_definition};
 use jiff::Timestamp;
 use uuid::Uuid;

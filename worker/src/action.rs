@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
 use reqwest::{Method, Response, Url};
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use crate::classify::{Classification, Exchange, classify};
 use crate::definition::{ActionSpec, ResultSpec};
@@ -46,6 +46,8 @@ pub struct PreparedRequest {
     pub body: Option<Vec<u8>>,
     /// The rendered body, for the snapshot.
     pub body_json: Option<Value>,
+    /// Hex SHA-256 of `body`: the snapshot's fingerprint of a large body.
+    pub body_sha256: Option<String>,
     pub timeout: Duration,
     /// Rendered preflight URL: a GET that must answer 2xx before the main call.
     pub preflight: Option<String>,
@@ -103,12 +105,17 @@ pub fn prepare(action: &ActionSpec, mut lookup: impl FnMut(&str) -> Option<Strin
         Some(v) => Some(serde_json::to_vec(v).map_err(|e| format!("action.body: {e}"))?),
         None => None,
     };
+    let body_sha256 = body.as_deref().map(|b| {
+        use sha2::Digest;
+        sha2::Sha256::digest(b).iter().map(|x| format!("{x:02x}")).collect()
+    });
     Ok(PreparedRequest {
         method,
         url,
         headers,
         body,
         body_json,
+        body_sha256,
         timeout: action.timeout.std(),
         preflight,
     })
@@ -124,7 +131,7 @@ fn check_url(key: &str, url: &str) -> Result<(), String> {
 
 /// The URL with its password (if any) masked, for messages and the
 /// snapshot. Textual, so it also works on a URL that does not parse.
-fn redact_url(url: &str) -> String {
+pub(crate) fn redact_url(url: &str) -> String {
     let Some(scheme_end) = url.find("://").map(|i| i + 3) else {
         return url.to_string();
     };
@@ -368,33 +375,11 @@ pub struct ActionReport {
     pub truncated: bool,
 }
 
-impl ActionReport {
-    /// JSON for the snapshot: `{"request": {"method", "url", "body"}, "http_status",
-    /// "duration_ms", "truncated", "body_text"?}`. The response's JSON body
-    /// goes under the definition's `snapshot_key`, which the caller adds.
-    /// Request headers are left out (they carry tokens) and a URL password is masked.
-    pub fn snapshot_parts(&self, req: &PreparedRequest) -> Value {
-        let mut parts = json!({
-            "request": {
-                "method": req.method.as_str(),
-                "url": redact_url(&req.url),
-                "body": req.body_json,
-            },
-            "http_status": self.http_status,
-            "duration_ms": self.duration_ms,
-            "truncated": self.truncated,
-        });
-        if let (Some(text), Some(map)) = (&self.body_text, parts.as_object_mut()) {
-            map.insert("body_text".into(), Value::String(text.clone()));
-        }
-        parts
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeMap;
 
+    use serde_json::json;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use wiremock::matchers::{body_json, header, method, path};
     use wiremock::{Mock, MockServer, ResponseTemplate};
@@ -550,7 +535,7 @@ mod tests {
         assert_eq!(report.classification.body.as_ref().unwrap()["skipped_clean"], 42);
         assert!(!report.truncated && report.body_text.is_none());
 
-        let snap = report.snapshot_parts(&req);
+        let snap = crate::snapshot::exchange(&req, &report);
         assert_eq!(snap["request"]["method"], "POST");
         assert_eq!(
             snap["request"]["url"],
@@ -608,7 +593,7 @@ mod tests {
                 .contains("<title>502 Bad Gateway</title>")
         );
         assert_eq!(
-            report.snapshot_parts(&req)["body_text"],
+            crate::snapshot::exchange(&req, &report)["body_text"],
             report.body_text.clone().unwrap()
         );
     }
@@ -646,7 +631,7 @@ mod tests {
             message.starts_with("POST http://127.0.0.1:") && message.contains("onnect"),
             "{message}"
         );
-        assert_eq!(report.snapshot_parts(&req)["http_status"], Value::Null);
+        assert_eq!(crate::snapshot::exchange(&req, &report)["http_status"], Value::Null);
     }
 
     #[tokio::test]
@@ -666,7 +651,7 @@ mod tests {
         assert!(!report.classification.retryable && report.truncated);
         let text = report.body_text.as_deref().unwrap();
         assert!(big.starts_with(text) && text.len() == 1000, "{}", text.len());
-        assert_eq!(report.snapshot_parts(&req)["truncated"], true);
+        assert_eq!(crate::snapshot::exchange(&req, &report)["truncated"], true);
 
         // Exactly at the cap is fine.
         let exact = HttpExecutor::new()

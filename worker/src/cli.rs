@@ -13,7 +13,7 @@ use crate::definition::{self, Loaded, Problem, Problems};
 use crate::duration::Dur;
 use crate::error::{Error, Result};
 use crate::schedule;
-use crate::store::{RunFilter, Store};
+use crate::store::{DefinitionSource, HistoryStore, RunFilter, Store};
 use crate::telemetry::LogFormat;
 use crate::worker::{self, WorkerConfig};
 

@@ -28,6 +28,9 @@ pub enum Error {
     Locked(String),
     #[error("{0}")]
     Io(#[from] std::io::Error),
+    /// A part of the worker stopped that must not (a background task died).
+    #[error("{0}")]
+    Internal(String),
 }
 
 impl Error {
@@ -36,7 +39,7 @@ impl Error {
         match self {
             Error::Definitions(_) | Error::Config(_) | Error::Locked(_) => 78,
             Error::Usage(_) => 2,
-            Error::Connect { .. } | Error::Db(_) | Error::Migrate(_) | Error::Io(_) => 1,
+            Error::Connect { .. } | Error::Db(_) | Error::Migrate(_) | Error::Io(_) | Error::Internal(_) => 1,
         }
     }
 
@@ -51,6 +54,7 @@ impl Error {
             Error::Config(_) => "config",
             Error::Locked(_) => "locked",
             Error::Io(_) => "io",
+            Error::Internal(_) => "internal",
         }
     }
 }

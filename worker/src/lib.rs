@@ -12,7 +12,7 @@
 //! - [`misfire`]: pure: fire, skip or catch up an instant that came due late.
 //! - [`classify`]: pure: an HTTP exchange → an outcome (CONTRACTS §5).
 //! - [`sync`]: files → store, as a diff by identity.
-//! - [`action`]: executing the HTTP call.
+//! - [`action`]: executing the HTTP call; [`snapshot`]: the shape of `context_snapshot`.
 //! - [`store`]: the narrow store interface; Postgres and SQLite.
 //! - [`worker`]: the loop: reconcile, claim, execute, record, leases, shutdown.
 //! - [`cli`]: the commands and their output; [`telemetry`]: logs.
@@ -26,6 +26,7 @@ pub mod error;
 pub mod misfire;
 pub mod run;
 pub mod schedule;
+pub mod snapshot;
 pub mod store;
 pub mod sync;
 pub mod telemetry;

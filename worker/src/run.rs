@@ -111,6 +111,8 @@ sql_enum! {
         Shutdown => "shutdown",
         /// The preflight check failed.
         Preflight => "preflight",
+        /// The worker itself failed while running it (a bug: a panicked run task).
+        Internal => "internal",
     }
 }
 
@@ -139,7 +141,11 @@ impl ErrorCode {
             | ErrorCode::NonzeroExit
             | ErrorCode::WorkerLost
             | ErrorCode::Preflight => true,
-            ErrorCode::Http4xx | ErrorCode::BadResponse | ErrorCode::Config | ErrorCode::Shutdown => false,
+            ErrorCode::Http4xx
+            | ErrorCode::BadResponse
+            | ErrorCode::Config
+            | ErrorCode::Shutdown
+            | ErrorCode::Internal => false,
         }
     }
 }

@@ -430,14 +430,20 @@ pub fn missed_between(schedule: &Schedule, after: Timestamp, upto: Timestamp, li
             _ => return Some(Missed { count, first, last }),
         }
     }
-    let last = last_at_or_before(schedule, last, upto, &mut 0);
+    let last = last_at_or_before(schedule, last, upto);
     Some(Missed { count, first, last })
+}
+
+/// The last instant `<= upto`, given an instant `known <= upto`, in a
+/// logarithmic number of steps (see [`last_at_or_before_counted`]).
+pub fn last_at_or_before(schedule: &Schedule, known: Timestamp, upto: Timestamp) -> Timestamp {
+    last_at_or_before_counted(schedule, known, upto, &mut 0)
 }
 
 /// The last instant `<= upto`, given an instant `known <= upto`: gallops back
 /// from `upto` then bisects, instead of stepping through every instant.
 /// `probes` counts the `next_after` calls (tests bound it).
-fn last_at_or_before(schedule: &Schedule, known: Timestamp, upto: Timestamp, probes: &mut u32) -> Timestamp {
+fn last_at_or_before_counted(schedule: &Schedule, known: Timestamp, upto: Timestamp, probes: &mut u32) -> Timestamp {
     let mut fires_by_upto = |x: Timestamp| {
         *probes += 1;
         schedule.next_after(x).is_some_and(|t| t <= upto)
@@ -1165,7 +1171,7 @@ mod tests {
     fn finding_the_last_instant_does_not_step_through_a_long_range() {
         let s = schedule("* * * * * *", "UTC");
         let mut probes = 0;
-        let last = last_at_or_before(
+        let last = last_at_or_before_counted(
             &s,
             ts("2016-01-01T00:00:01Z"),
             ts("2026-01-01T00:00:00.5Z"),
@@ -1176,7 +1182,7 @@ mod tests {
 
         let daily = schedule("0 3 * * *", "UTC");
         let mut probes = 0;
-        let last = last_at_or_before(
+        let last = last_at_or_before_counted(
             &daily,
             ts("2016-01-01T03:00:00Z"),
             ts("2026-01-01T02:59:59Z"),
@@ -1188,7 +1194,7 @@ mod tests {
         // The gap end of a fixed-hour schedule is a real instant to find.
         let gap = schedule("0,30 2 * * *", NEW_YORK);
         let mut probes = 0;
-        let last = last_at_or_before(
+        let last = last_at_or_before_counted(
             &gap,
             ts("2026-01-01T07:00:00Z"),
             ts("2026-03-08T12:00:00Z"),

@@ -27,7 +27,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use actcore::store::{ClaimBatch, ClaimItem, FinishRun, RunFilter, Store};
+use actcore::store::{ClaimBatch, ClaimItem, DefinitionSource, FinishRun, HistoryStore, RunFilter, RunStore, Store};
 use actcore_tests::Worker;
 use anyhow::{Context, Result, bail};
 use axum::Router;
@@ -1646,10 +1646,9 @@ async fn profile(a: ProfileArgs) -> Result<()> {
     let ((), allocs, bytes) = count_allocs(async {
         for _ in 0..iters {
             let r = exec.execute(&req, &headers, &def.result).await;
-            let mut snap = r.snapshot_parts(&req);
-            if let Some(body) = &r.classification.body {
-                snap[def.result.snapshot_key.as_str()] = body.clone();
-            }
+            let now = Timestamp::now();
+            let mut snap = actcore::snapshot::finished(&def, &req, &r, now, now);
+            actcore::snapshot::make_storable(&mut snap);
             std::hint::black_box(snap);
         }
     })
@@ -1760,8 +1759,9 @@ async fn profile(a: ProfileArgs) -> Result<()> {
                     scheduled_for: base,
                     fired_at: Timestamp::now(),
                     worker_id: "profile",
-                    lease_expires_at: Timestamp::now() + SignedDuration::from_secs(30),
+                    lease: SignedDuration::from_secs(30),
                     items: &items,
+                    finished_unwritten: &[],
                 };
                 let t = Instant::now();
                 let (claimed, allocs, _) = count_allocs(store.claim(&batch)).await;

@@ -6,6 +6,8 @@
 //! CONTRACTS §3, and one conformance suite (`tests/store_conformance.rs`)
 //! runs against each.
 
+mod api;
+mod pg_listen;
 mod postgres;
 mod sqlite;
 pub mod time;
@@ -16,6 +18,7 @@ use jiff::Timestamp;
 use serde::Serialize;
 use uuid::Uuid;
 
+pub use self::api::{DefinitionSource, HistoryStore, RunStore};
 pub use self::postgres::PgStore;
 pub use self::sqlite::SqliteStore;
 use crate::definition::{Definition, Loaded};
@@ -96,8 +99,12 @@ pub struct ClaimBatch<'a> {
     pub scheduled_for: Timestamp,
     pub fired_at: Timestamp,
     pub worker_id: &'a str,
-    pub lease_expires_at: Timestamp,
+    /// The lease from the claim on, counted on the database's clock.
+    pub lease: jiff::SignedDuration,
     pub items: &'a [ClaimItem],
+    /// Runs this worker has finished whose rows are not written yet: the
+    /// overlap check does not count them as running.
+    pub finished_unwritten: &'a [Uuid],
 }
 
 /// A row this replica inserted: it owns the run (`running`) or recorded the overlap (`skipped`).
@@ -244,114 +251,11 @@ impl Store {
         }
     }
 
-    /// Every activity, retired ones included.
-    pub async fn definitions(&self) -> Result<Vec<StoredDefinition>> {
-        match self {
-            Store::Postgres(s) => s.definitions().await,
-            Store::Sqlite(s) => s.definitions().await,
-        }
-    }
-
-    pub async fn definitions_version(&self) -> Result<DefinitionsVersion> {
-        match self {
-            Store::Postgres(s) => s.definitions_version().await,
-            Store::Sqlite(s) => s.definitions_version().await,
-        }
-    }
-
     /// Sets the operator's pause flag; records an event. False if no such activity.
     pub async fn set_paused(&self, id: Uuid, paused: bool, now: Timestamp) -> Result<bool> {
         match self {
             Store::Postgres(s) => s.set_paused(id, paused, now).await,
             Store::Sqlite(s) => s.set_paused(id, paused, now).await,
-        }
-    }
-
-    /// The latest scheduled instant recorded per activity: where a
-    /// restarted worker resumes, and what it counts as missed.
-    pub async fn last_scheduled(&self) -> Result<Vec<(Uuid, Timestamp)>> {
-        match self {
-            Store::Postgres(s) => s.last_scheduled().await,
-            Store::Sqlite(s) => s.last_scheduled().await,
-        }
-    }
-
-    /// Claims every activity due at one instant in one statement. Rows that
-    /// another replica inserted first are not returned: only winners execute.
-    pub async fn claim(&self, batch: &ClaimBatch<'_>) -> Result<Vec<Claimed>> {
-        match self {
-            Store::Postgres(s) => s.claim(batch).await,
-            Store::Sqlite(s) => s.claim(batch).await,
-        }
-    }
-
-    /// Inserts one run; false when the fence already holds one for its instant.
-    pub async fn insert_run(&self, run: &NewRun) -> Result<bool> {
-        match self {
-            Store::Postgres(s) => s.insert_run(run).await,
-            Store::Sqlite(s) => s.insert_run(run).await,
-        }
-    }
-
-    /// Writes finished runs (only rows still `running`); returns how many.
-    pub async fn finish_runs(&self, runs: &[FinishRun]) -> Result<u64> {
-        match self {
-            Store::Postgres(s) => s.finish_runs(runs).await,
-            Store::Sqlite(s) => s.finish_runs(runs).await,
-        }
-    }
-
-    /// Extends to `until` the lease of every run this worker holds whose
-    /// lease expires before `expiring_before`: a renewal touches only the
-    /// leases that need it, so a burst of short runs writes nothing.
-    pub async fn renew_leases(&self, worker_id: &str, until: Timestamp, expiring_before: Timestamp) -> Result<u64> {
-        match self {
-            Store::Postgres(s) => s.renew_leases(worker_id, until, expiring_before).await,
-            Store::Sqlite(s) => s.renew_leases(worker_id, until, expiring_before).await,
-        }
-    }
-
-    /// Marks runs whose lease expired before `now` as `abandoned` (`worker_lost`).
-    pub async fn reap_expired(&self, now: Timestamp) -> Result<Vec<Abandoned>> {
-        match self {
-            Store::Postgres(s) => s.reap_expired(now).await,
-            Store::Sqlite(s) => s.reap_expired(now).await,
-        }
-    }
-
-    /// Marks this worker's unfinished runs `abandoned` with `code` (shutdown past the grace).
-    pub async fn abandon_worker_runs(
-        &self,
-        worker_id: &str,
-        code: ErrorCode,
-        message: &str,
-        now: Timestamp,
-    ) -> Result<u64> {
-        match self {
-            Store::Postgres(s) => s.abandon_worker_runs(worker_id, code, message, now).await,
-            Store::Sqlite(s) => s.abandon_worker_runs(worker_id, code, message, now).await,
-        }
-    }
-
-    pub async fn record_events(&self, events: &[NewEvent]) -> Result<()> {
-        match self {
-            Store::Postgres(s) => s.record_events(events).await,
-            Store::Sqlite(s) => s.record_events(events).await,
-        }
-    }
-
-    pub async fn runs(&self, filter: &RunFilter) -> Result<Vec<RunRow>> {
-        match self {
-            Store::Postgres(s) => s.runs(filter).await,
-            Store::Sqlite(s) => s.runs(filter).await,
-        }
-    }
-
-    /// Counts of events by kind (tests, status).
-    pub async fn event_kinds(&self, definition_id: Option<Uuid>) -> Result<Vec<(String, i64)>> {
-        match self {
-            Store::Postgres(s) => s.event_kinds(definition_id).await,
-            Store::Sqlite(s) => s.event_kinds(definition_id).await,
         }
     }
 }

@@ -4,9 +4,9 @@
 
 use std::time::Duration;
 
-use jiff::Timestamp;
+use jiff::{SignedDuration, Timestamp};
 use jiff_sqlx::Timestamp as SqlTs;
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgRow};
 use sqlx::{PgPool, Postgres, Row, Transaction};
 use uuid::Uuid;
 
@@ -52,7 +52,9 @@ impl PgStore {
         let pool = PgPoolOptions::new()
             .max_connections(8)
             .min_connections(1)
-            .acquire_timeout(Duration::from_secs(10))
+            // Fail fast on a dead server: the worker retries a claim within
+            // its misfire grace, and waiting 10 s for the pool would use it up.
+            .acquire_timeout(Duration::from_secs(2))
             .connect_with(options)
             .await
             .map_err(|e| connect_error(url, e))?;
@@ -88,13 +90,15 @@ impl PgStore {
         .fetch_all(&mut *tx)
         .await?
         .into_iter()
-        .map(|r| Existing {
-            id: r.get("definition_id"),
-            slug: r.get("slug"),
-            spec_hash: r.get("spec_hash"),
-            retired: r.get("retired"),
+        .map(|r| {
+            Ok(Existing {
+                id: r.try_get("definition_id")?,
+                slug: r.try_get("slug")?,
+                spec_hash: r.try_get("spec_hash")?,
+                retired: r.try_get("retired")?,
+            })
         })
-        .collect();
+        .collect::<std::result::Result<Vec<_>, sqlx::Error>>()?;
         let plan = plan_from(existing, files);
         let report = plan.report(dry_run);
         if dry_run || plan.is_empty() {
@@ -105,10 +109,9 @@ impl PgStore {
         if !plan.retired.is_empty() {
             let ids: Vec<Uuid> = plan.retired.iter().map(|e| e.id).collect();
             sqlx::query(
-                "update activity_definitions set enabled = false, retired_at = $2, updated_at = $2 where definition_id = any($1)",
+                "update activity_definitions set enabled = false, retired_at = now(), updated_at = now() where definition_id = any($1)",
             )
             .bind(&ids)
-            .bind(ts(now))
             .execute(&mut *tx)
             .await?;
         }
@@ -123,8 +126,8 @@ impl PgStore {
             .execute(&mut *tx)
             .await?;
         }
-        upsert(&mut tx, &plan.changed, now).await?;
-        upsert(&mut tx, &plan.added, now).await?;
+        upsert(&mut tx, &plan.changed).await?;
+        upsert(&mut tx, &plan.added).await?;
         insert_events(&mut tx, &sync_events(&plan, now)).await?;
         sqlx::query("select pg_notify($1, $2)")
             .bind(NOTIFY_CHANNEL)
@@ -143,14 +146,14 @@ impl PgStore {
         .await?;
         rows.into_iter()
             .map(|r| {
-                let spec: serde_json::Value = r.get("spec");
+                let spec: serde_json::Value = r.try_get("spec")?;
                 Ok(StoredDefinition {
                     definition: serde_json::from_value(spec).map_err(|e| sqlx::Error::Decode(Box::new(e)))?,
-                    spec_hash: r.get("spec_hash"),
-                    enabled: r.get("enabled"),
-                    paused: r.get("paused"),
-                    retired_at: r.get::<Option<SqlTs>, _>("retired_at").map(SqlTs::to_jiff),
-                    updated_at: r.get::<SqlTs, _>("updated_at").to_jiff(),
+                    spec_hash: r.try_get("spec_hash")?,
+                    enabled: r.try_get("enabled")?,
+                    paused: r.try_get("paused")?,
+                    retired_at: r.try_get::<Option<SqlTs>, _>("retired_at")?.map(SqlTs::to_jiff),
+                    updated_at: r.try_get::<SqlTs, _>("updated_at")?.to_jiff(),
                 })
             })
             .collect()
@@ -161,17 +164,18 @@ impl PgStore {
             .fetch_one(&self.pool)
             .await?;
         Ok(DefinitionsVersion {
-            count: r.get("n"),
-            max_updated_at: r.get::<Option<SqlTs>, _>("m").map(SqlTs::to_jiff),
+            count: r.try_get("n")?,
+            max_updated_at: r.try_get::<Option<SqlTs>, _>("m")?.map(SqlTs::to_jiff),
         })
     }
 
     pub async fn set_paused(&self, id: Uuid, paused: bool, now: Timestamp) -> Result<bool> {
         let mut tx = self.pool.begin().await?;
-        let n = sqlx::query("update activity_definitions set paused = $2, updated_at = $3 where definition_id = $1")
+        // The database's clock: a laptop running `pause` with a fast clock
+        // must not move the worker's resume point into the future.
+        let n = sqlx::query("update activity_definitions set paused = $2, updated_at = now() where definition_id = $1")
             .bind(id)
             .bind(paused)
-            .bind(ts(now))
             .execute(&mut *tx)
             .await?
             .rows_affected();
@@ -204,10 +208,9 @@ impl PgStore {
         )
         .fetch_all(&self.pool)
         .await?;
-        Ok(rows
-            .into_iter()
-            .map(|r| (r.get("definition_id"), r.get::<SqlTs, _>("last").to_jiff()))
-            .collect())
+        rows.iter()
+            .map(|r| Ok((r.try_get("definition_id")?, r.try_get::<SqlTs, _>("last")?.to_jiff())))
+            .collect()
     }
 
     pub async fn claim(&self, b: &ClaimBatch<'_>) -> Result<Vec<Claimed>> {
@@ -228,21 +231,32 @@ impl PgStore {
             snaps.push(sqlx::types::Json(&i.snapshot));
         }
         // Rows are inserted in definition order so that replicas racing on
-        // the same instant take the index locks in the same order.
+        // the same instant take the index locks in the same order. The
+        // second half adopts rows a previous attempt with the same run ids
+        // committed (its reply was lost): the statement's snapshot predates
+        // its own insert, so it returns exactly those.
         let rows = sqlx::query(
-            "insert into activity_runs (run_id, definition_id, fired_at, scheduled_for, trigger, source, attempt, state, outcome,
-                 worker_id, lease_expires_at, started_at, finished_at, context_snapshot, spec_hash)
-             select u.run_id, u.definition_id, $6, $7, 'schedule', 'activity-core', 1,
-                    case when busy.yes then 'skipped' else 'running' end,
-                    case when busy.yes then 'skipped_overlap' end,
-                    $8, case when busy.yes then null else $9 end, $6,
-                    case when busy.yes then $6 end, u.snap, u.hash
-             from unnest($1::uuid[], $2::uuid[], $3::text[], $4::bool[], $5::jsonb[]) as u(run_id, definition_id, hash, skip, snap)
-             left join lateral (select true as yes from activity_runs r
-                                where u.skip and r.definition_id = u.definition_id and r.state = 'running' limit 1) busy on true
-             order by u.definition_id
-             on conflict do nothing
-             returning run_id, definition_id, state",
+            "with u as (select * from unnest($1::uuid[], $2::uuid[], $3::text[], $4::bool[], $5::jsonb[])
+                        as u(run_id, definition_id, hash, skip, snap)),
+             ins as (
+               insert into activity_runs (run_id, definition_id, fired_at, scheduled_for, trigger, source, attempt, state, outcome,
+                   worker_id, lease_expires_at, started_at, finished_at, context_snapshot, spec_hash)
+               select u.run_id, u.definition_id, $6, $7, 'schedule', 'activity-core', 1,
+                      case when busy.yes then 'skipped' else 'running' end,
+                      case when busy.yes then 'skipped_overlap' end,
+                      $8, case when busy.yes then null else now() + $9 * interval '1 millisecond' end, $6,
+                      case when busy.yes then $6 end, u.snap, u.hash
+               from u
+               left join lateral (select true as yes from activity_runs r
+                                  where u.skip and r.definition_id = u.definition_id and r.state = 'running'
+                                    and r.run_id <> all($10::uuid[]) limit 1) busy on true
+               order by u.definition_id
+               on conflict do nothing
+               returning run_id, definition_id, state)
+             select run_id, definition_id, state from ins
+             union all
+             select r.run_id, r.definition_id, r.state from activity_runs r join u on r.run_id = u.run_id
+             where r.worker_id = $8",
         )
         .bind(&run_ids)
         .bind(&def_ids)
@@ -252,15 +266,16 @@ impl PgStore {
         .bind(ts(b.fired_at))
         .bind(ts(b.scheduled_for))
         .bind(b.worker_id)
-        .bind(ts(b.lease_expires_at))
+        .bind(b.lease.as_millis() as i64)
+        .bind(b.finished_unwritten)
         .fetch_all(&self.pool)
         .await?;
         rows.into_iter()
             .map(|r| {
                 Ok(Claimed {
-                    run_id: r.get("run_id"),
-                    definition_id: r.get("definition_id"),
-                    state: parse_state(r.get("state"))?,
+                    run_id: r.try_get("run_id")?,
+                    definition_id: r.try_get("definition_id")?,
+                    state: parse_state(r.try_get("state")?)?,
                 })
             })
             .collect()
@@ -349,48 +364,46 @@ impl PgStore {
         Ok(done)
     }
 
-    pub async fn renew_leases(&self, worker_id: &str, until: Timestamp, expiring_before: Timestamp) -> Result<u64> {
+    pub async fn renew_leases(&self, run_ids: &[Uuid], lease: SignedDuration, within: SignedDuration) -> Result<u64> {
         Ok(sqlx::query(
-            "update activity_runs set lease_expires_at = $2
-             where worker_id = $1 and state = 'running' and lease_expires_at < $3",
+            "update activity_runs set lease_expires_at = now() + $2 * interval '1 millisecond'
+             where run_id = any($1) and state = 'running' and lease_expires_at < now() + $3 * interval '1 millisecond'",
         )
-        .bind(worker_id)
-        .bind(ts(until))
-        .bind(ts(expiring_before))
+        .bind(run_ids)
+        .bind(lease.as_millis() as i64)
+        .bind(within.as_millis() as i64)
         .execute(&self.pool)
         .await?
         .rows_affected())
     }
 
-    pub async fn reap_expired(&self, now: Timestamp) -> Result<Vec<Abandoned>> {
+    pub async fn reap_expired(&self) -> Result<Vec<Abandoned>> {
         let mut tx = self.pool.begin().await?;
         let rows = sqlx::query(
             "update activity_runs set state = 'abandoned', outcome = 'automation_error', automation_error = true,
-                 error_code = 'worker_lost', finished_at = $1, lease_expires_at = null,
+                 error_code = 'worker_lost', finished_at = now(), lease_expires_at = null,
                  error_message = 'worker ' || coalesce(worker_id, '?') || ' stopped renewing its lease'
-             where state = 'running' and lease_expires_at < $1
-             returning run_id, definition_id, worker_id",
+             where state = 'running' and lease_expires_at < now()
+             returning run_id, definition_id, worker_id, finished_at",
         )
-        .bind(ts(now))
         .fetch_all(&mut *tx)
         .await?;
-        let out: Vec<Abandoned> = rows
-            .iter()
-            .map(|r| Abandoned {
-                run_id: r.get("run_id"),
-                definition_id: r.get("definition_id"),
-            })
-            .collect();
-        let events: Vec<NewEvent> = rows
-            .iter()
-            .map(|r| NewEvent {
-                at: now,
-                definition_id: Some(r.get("definition_id")),
-                run_id: Some(r.get("run_id")),
+        let mut out = Vec::with_capacity(rows.len());
+        let mut events = Vec::with_capacity(rows.len());
+        for r in &rows {
+            let a = Abandoned {
+                run_id: r.try_get("run_id")?,
+                definition_id: r.try_get("definition_id")?,
+            };
+            events.push(NewEvent {
+                at: r.try_get::<SqlTs, _>("finished_at")?.to_jiff(),
+                definition_id: Some(a.definition_id),
+                run_id: Some(a.run_id),
                 kind: "run_abandoned".into(),
-                detail: serde_json::json!({"error_code": "worker_lost", "worker_id": r.get::<Option<String>, _>("worker_id")}),
-            })
-            .collect();
+                detail: serde_json::json!({"error_code": "worker_lost", "worker_id": r.try_get::<Option<String>, _>("worker_id")?}),
+            });
+            out.push(a);
+        }
         insert_events(&mut tx, &events).await?;
         tx.commit().await?;
         Ok(out)
@@ -435,29 +448,7 @@ impl PgStore {
         .bind(if f.limit > 0 { f.limit } else { i64::MAX })
         .fetch_all(&self.pool)
         .await?;
-        Ok(rows
-            .into_iter()
-            .map(|r| RunRow {
-                run_id: r.get("run_id"),
-                definition_id: r.get("definition_id"),
-                fired_at: r.get::<SqlTs, _>("fired_at").to_jiff(),
-                scheduled_for: r.get::<Option<SqlTs>, _>("scheduled_for").map(SqlTs::to_jiff),
-                trigger: r.get("trigger"),
-                source: r.get("source"),
-                attempt: r.get("attempt"),
-                state: r.get("state"),
-                outcome: r.get("outcome"),
-                automation_error: r.get("automation_error"),
-                assessment_failures: r.get("assessment_failures"),
-                error_code: r.get("error_code"),
-                error_message: r.get("error_message"),
-                context_snapshot: r.get("context_snapshot"),
-                worker_id: r.get("worker_id"),
-                lease_expires_at: r.get::<Option<SqlTs>, _>("lease_expires_at").map(SqlTs::to_jiff),
-                started_at: r.get::<Option<SqlTs>, _>("started_at").map(SqlTs::to_jiff),
-                finished_at: r.get::<Option<SqlTs>, _>("finished_at").map(SqlTs::to_jiff),
-            })
-            .collect())
+        rows.iter().map(run_row).collect()
     }
 
     pub async fn event_kinds(&self, definition_id: Option<Uuid>) -> Result<Vec<(String, i64)>> {
@@ -467,15 +458,43 @@ impl PgStore {
         .bind(definition_id)
         .fetch_all(&self.pool)
         .await?;
-        Ok(rows.into_iter().map(|r| (r.get("kind"), r.get("n"))).collect())
+        rows.iter()
+            .map(|r| Ok((r.try_get("kind")?, r.try_get("n")?)))
+            .collect()
     }
+}
+
+fn run_row(r: &PgRow) -> Result<RunRow> {
+    let opt = |col: &str| -> std::result::Result<Option<Timestamp>, sqlx::Error> {
+        Ok(r.try_get::<Option<SqlTs>, _>(col)?.map(SqlTs::to_jiff))
+    };
+    Ok(RunRow {
+        run_id: r.try_get("run_id")?,
+        definition_id: r.try_get("definition_id")?,
+        fired_at: r.try_get::<SqlTs, _>("fired_at")?.to_jiff(),
+        scheduled_for: opt("scheduled_for")?,
+        trigger: r.try_get("trigger")?,
+        source: r.try_get("source")?,
+        attempt: r.try_get("attempt")?,
+        state: r.try_get("state")?,
+        outcome: r.try_get("outcome")?,
+        automation_error: r.try_get("automation_error")?,
+        assessment_failures: r.try_get("assessment_failures")?,
+        error_code: r.try_get("error_code")?,
+        error_message: r.try_get("error_message")?,
+        context_snapshot: r.try_get("context_snapshot")?,
+        worker_id: r.try_get("worker_id")?,
+        lease_expires_at: opt("lease_expires_at")?,
+        started_at: opt("started_at")?,
+        finished_at: opt("finished_at")?,
+    })
 }
 
 fn parse_state(s: &str) -> Result<State> {
     s.parse().map_err(|e: String| Error::Db(sqlx::Error::Decode(e.into())))
 }
 
-async fn upsert(tx: &mut Transaction<'_, Postgres>, list: &[Upsert], now: Timestamp) -> Result<()> {
+async fn upsert(tx: &mut Transaction<'_, Postgres>, list: &[Upsert]) -> Result<()> {
     if list.is_empty() {
         return Ok(());
     }
@@ -489,7 +508,7 @@ async fn upsert(tx: &mut Transaction<'_, Postgres>, list: &[Upsert], now: Timest
     // `paused` is not in the column list: sync never touches the operator's flag.
     sqlx::query(
         "insert into activity_definitions (definition_id, name, slug, spec, spec_hash, enabled, source_file, created_at, updated_at, retired_at)
-         select u.id, u.name, u.slug, u.spec, u.hash, u.enabled, u.file, $8, $8, null
+         select u.id, u.name, u.slug, u.spec, u.hash, u.enabled, u.file, now(), now(), null
          from unnest($1::uuid[], $2::text[], $3::text[], $4::jsonb[], $5::text[], $6::bool[], $7::text[])
               as u(id, name, slug, spec, hash, enabled, file)
          on conflict (definition_id) do update set name = excluded.name, slug = excluded.slug, spec = excluded.spec,
@@ -503,7 +522,6 @@ async fn upsert(tx: &mut Transaction<'_, Postgres>, list: &[Upsert], now: Timest
     .bind(&hashes)
     .bind(&enabled)
     .bind(&files)
-    .bind(ts(now))
     .execute(&mut **tx)
     .await?;
     Ok(())

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
 
-use jiff::Timestamp;
+use jiff::{SignedDuration, Timestamp};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous};
 use sqlx::{Row, SqlitePool};
 use uuid::Uuid;
@@ -231,16 +231,38 @@ impl SqliteStore {
         let mut tx = self.pool.begin_with("begin immediate").await?;
         let fired = to_text(b.fired_at);
         let scheduled = to_text(b.scheduled_for);
-        let lease = to_text(b.lease_expires_at);
+        // One process owns the file, so its clock is the database's.
+        let lease = to_text(Timestamp::now() + b.lease);
+        let finished: std::collections::HashSet<String> = b.finished_unwritten.iter().map(Uuid::to_string).collect();
         let mut out = Vec::with_capacity(b.items.len());
         for i in b.items {
             let def = i.definition_id.to_string();
-            let busy = i.skip_if_running
-                && sqlx::query("select 1 from activity_runs where definition_id = ?1 and state = 'running' limit 1")
-                    .bind(&def)
+            let run_id = i.run_id.to_string();
+            // A previous attempt with this run id committed: adopt its row.
+            let earlier: Option<(String, Option<String>)> =
+                sqlx::query_as("select state, worker_id from activity_runs where run_id = ?1")
+                    .bind(&run_id)
                     .fetch_optional(&mut *tx)
-                    .await?
-                    .is_some();
+                    .await?;
+            if let Some((state, worker)) = earlier {
+                if worker.as_deref() == Some(b.worker_id) {
+                    out.push(Claimed {
+                        run_id: i.run_id,
+                        definition_id: i.definition_id,
+                        state: state.parse().map_err(|e: String| sqlx::Error::Decode(e.into()))?,
+                    });
+                }
+                continue;
+            }
+            let mut busy = false;
+            if i.skip_if_running {
+                let running: Vec<String> =
+                    sqlx::query_scalar("select run_id from activity_runs where definition_id = ?1 and state = 'running'")
+                        .bind(&def)
+                        .fetch_all(&mut *tx)
+                        .await?;
+                busy = running.iter().any(|r| !finished.contains(r));
+            }
             let state = if busy { State::Skipped } else { State::Running };
             let inserted = sqlx::query(
                 "insert into activity_runs (run_id, definition_id, fired_at, scheduled_for, trigger, source, attempt, state,
@@ -248,7 +270,7 @@ impl SqliteStore {
                  values (?1, ?2, ?3, ?4, 'schedule', 'activity-core', 1, ?5, ?6, ?7, ?8, ?3, ?9, ?10, ?11)
                  on conflict do nothing",
             )
-            .bind(i.run_id.to_string())
+            .bind(&run_id)
             .bind(&def)
             .bind(&fired)
             .bind(&scheduled)
@@ -350,20 +372,29 @@ impl SqliteStore {
         Ok(done)
     }
 
-    pub async fn renew_leases(&self, worker_id: &str, until: Timestamp, expiring_before: Timestamp) -> Result<u64> {
-        Ok(sqlx::query(
-            "update activity_runs set lease_expires_at = ?2
-             where worker_id = ?1 and state = 'running' and lease_expires_at < ?3",
-        )
-        .bind(worker_id)
-        .bind(to_text(until))
-        .bind(to_text(expiring_before))
-        .execute(&self.pool)
-        .await?
-        .rows_affected())
+    pub async fn renew_leases(&self, run_ids: &[Uuid], lease: SignedDuration, within: SignedDuration) -> Result<u64> {
+        let now = Timestamp::now();
+        let (until, before) = (to_text(now + lease), to_text(now + within));
+        let mut tx = self.pool.begin().await?;
+        let mut n = 0;
+        for id in run_ids {
+            n += sqlx::query(
+                "update activity_runs set lease_expires_at = ?2
+                 where run_id = ?1 and state = 'running' and lease_expires_at < ?3",
+            )
+            .bind(id.to_string())
+            .bind(&until)
+            .bind(&before)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        }
+        tx.commit().await?;
+        Ok(n)
     }
 
-    pub async fn reap_expired(&self, now: Timestamp) -> Result<Vec<Abandoned>> {
+    pub async fn reap_expired(&self) -> Result<Vec<Abandoned>> {
+        let now = Timestamp::now();
         let mut tx = self.pool.begin().await?;
         let rows = sqlx::query(
             "update activity_runs set state = 'abandoned', outcome = 'automation_error', automation_error = 1,

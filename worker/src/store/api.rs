@@ -1,0 +1,164 @@
+//! What each part of actcore needs from a store, as three narrow
+//! interfaces: the worker's hot path ([`RunStore`]), the definitions it
+//! fires ([`DefinitionSource`]) and the history the CLI reads
+//! ([`HistoryStore`]). The worker loop is generic over the first two, so a
+//! test wraps a real store in a fault-injecting one and nothing
+//! backend-specific leaks into the loop.
+//!
+//! Every time a store *compares* (lease expiry, `updated_at`) comes from
+//! the database's clock, never from the calling machine's: a replica or a
+//! laptop with a fast clock must not reap live runs or hide instants.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use jiff::{SignedDuration, Timestamp};
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use super::{
+    Abandoned, ClaimBatch, Claimed, DefinitionsVersion, FinishRun, NewEvent, NewRun, RunFilter, RunRow, Store,
+    StoredDefinition,
+};
+use crate::error::Result;
+use crate::run::ErrorCode;
+
+/// The worker's hot path: claim, finish, leases, reap, misfires.
+pub trait RunStore: Clone + Send + Sync + 'static {
+    /// Claims every item of one instant. Returns the rows this worker owns:
+    /// those it inserted now and those a previous attempt with the same run
+    /// ids inserted (a committed claim whose reply was lost is adopted, not
+    /// orphaned). A row another replica inserted first is not returned.
+    fn claim(&self, batch: &ClaimBatch<'_>) -> impl Future<Output = Result<Vec<Claimed>>> + Send;
+
+    /// Inserts one finished row (a misfire summary); false when the fence
+    /// already holds a row for its instant.
+    fn insert_run(&self, run: &NewRun) -> impl Future<Output = Result<bool>> + Send;
+
+    /// Writes finished runs (only rows still `running`); returns how many.
+    fn finish_runs(&self, runs: &[FinishRun]) -> impl Future<Output = Result<u64>> + Send;
+
+    /// Extends to `now() + lease` (database clock) the lease of each of
+    /// `run_ids` still running whose lease ends within `renew_within`.
+    fn renew_leases(
+        &self,
+        run_ids: &[Uuid],
+        lease: SignedDuration,
+        renew_within: SignedDuration,
+    ) -> impl Future<Output = Result<u64>> + Send;
+
+    /// Marks runs whose lease ended (database clock) `abandoned` (`worker_lost`).
+    fn reap_expired(&self) -> impl Future<Output = Result<Vec<Abandoned>>> + Send;
+
+    /// Marks this worker's unfinished runs `abandoned` with `code`.
+    fn abandon_worker_runs(
+        &self,
+        worker_id: &str,
+        code: ErrorCode,
+        message: &str,
+        now: Timestamp,
+    ) -> impl Future<Output = Result<u64>> + Send;
+
+    fn record_events(&self, events: &[NewEvent]) -> impl Future<Output = Result<()>> + Send;
+}
+
+/// The definitions a worker fires, and where it resumes.
+pub trait DefinitionSource: Clone + Send + Sync + 'static {
+    /// Every activity, retired ones included.
+    fn definitions(&self) -> impl Future<Output = Result<Vec<StoredDefinition>>> + Send;
+
+    /// A cheap fingerprint: unchanged means no re-read is needed.
+    fn definitions_version(&self) -> impl Future<Output = Result<DefinitionsVersion>> + Send;
+
+    /// The latest scheduled instant recorded per activity.
+    fn last_scheduled(&self) -> impl Future<Output = Result<Vec<(Uuid, Timestamp)>>> + Send;
+
+    /// Wakes `wake` when definitions change, until `stop`; returns at once
+    /// (Ok) on a backend without notifications. An Err means it gave up.
+    fn watch(&self, wake: Arc<Notify>, stop: CancellationToken) -> impl Future<Output = Result<()>> + Send;
+}
+
+/// The history operators read (`actcore runs`, `status`, tests).
+pub trait HistoryStore: Clone + Send + Sync + 'static {
+    fn runs(&self, filter: &RunFilter) -> impl Future<Output = Result<Vec<RunRow>>> + Send;
+    fn event_kinds(&self, definition_id: Option<Uuid>) -> impl Future<Output = Result<Vec<(String, i64)>>> + Send;
+}
+
+macro_rules! backend {
+    ($self:ident, $s:ident => $e:expr) => {
+        match $self {
+            Store::Postgres($s) => $e.await,
+            Store::Sqlite($s) => $e.await,
+        }
+    };
+}
+
+impl RunStore for Store {
+    async fn claim(&self, batch: &ClaimBatch<'_>) -> Result<Vec<Claimed>> {
+        backend!(self, s => s.claim(batch))
+    }
+
+    async fn insert_run(&self, run: &NewRun) -> Result<bool> {
+        backend!(self, s => s.insert_run(run))
+    }
+
+    async fn finish_runs(&self, runs: &[FinishRun]) -> Result<u64> {
+        backend!(self, s => s.finish_runs(runs))
+    }
+
+    async fn renew_leases(&self, run_ids: &[Uuid], lease: SignedDuration, renew_within: SignedDuration) -> Result<u64> {
+        if run_ids.is_empty() {
+            return Ok(0);
+        }
+        backend!(self, s => s.renew_leases(run_ids, lease, renew_within))
+    }
+
+    async fn reap_expired(&self) -> Result<Vec<Abandoned>> {
+        backend!(self, s => s.reap_expired())
+    }
+
+    async fn abandon_worker_runs(&self, worker_id: &str, code: ErrorCode, message: &str, now: Timestamp) -> Result<u64> {
+        backend!(self, s => s.abandon_worker_runs(worker_id, code, message, now))
+    }
+
+    async fn record_events(&self, events: &[NewEvent]) -> Result<()> {
+        if events.is_empty() {
+            return Ok(());
+        }
+        backend!(self, s => s.record_events(events))
+    }
+}
+
+impl DefinitionSource for Store {
+    async fn definitions(&self) -> Result<Vec<StoredDefinition>> {
+        backend!(self, s => s.definitions())
+    }
+
+    async fn definitions_version(&self) -> Result<DefinitionsVersion> {
+        backend!(self, s => s.definitions_version())
+    }
+
+    async fn last_scheduled(&self) -> Result<Vec<(Uuid, Timestamp)>> {
+        backend!(self, s => s.last_scheduled())
+    }
+
+    async fn watch(&self, wake: Arc<Notify>, stop: CancellationToken) -> Result<()> {
+        match self {
+            Store::Postgres(pg) => super::pg_listen::listen(pg, wake, stop).await,
+            // One process per file: nobody else changes it behind the worker's back
+            // except `sync`, which the periodic re-read picks up.
+            Store::Sqlite(_) => Ok(()),
+        }
+    }
+}
+
+impl HistoryStore for Store {
+    async fn runs(&self, filter: &RunFilter) -> Result<Vec<RunRow>> {
+        backend!(self, s => s.runs(filter))
+    }
+
+    async fn event_kinds(&self, definition_id: Option<Uuid>) -> Result<Vec<(String, i64)>> {
+        backend!(self, s => s.event_kinds(definition_id))
+    }
+}

@@ -1,0 +1,180 @@
+//! Executing one claimed run: the HTTP action, classified, handed to the
+//! recorder. Every claimed run ends as exactly one result: executed, not
+//! started because the worker is stopping (`abandoned`/`shutdown`), too late
+//! to send (`skipped_misfire`), or its task panicked (`internal`).
+
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+
+use futures_util::FutureExt;
+use jiff::Timestamp;
+use tracing::{Instrument, error, info, info_span, warn};
+use uuid::Uuid;
+
+use super::Core;
+use super::timers::Fireable;
+use crate::action::RunHeaders;
+use crate::classify::{Classification, Exchange, classify};
+use crate::run::{ErrorCode, Outcome, Source, State};
+use crate::snapshot;
+use crate::store::{FinishRun, RunStore};
+
+/// A run this worker won, to execute at its fire time.
+pub(crate) struct RunTask {
+    pub run_id: Uuid,
+    pub spec: Arc<Fireable>,
+    pub instant: Timestamp,
+    /// The planned fire time (instant + jitter): the grace counts from it.
+    pub fire: Timestamp,
+}
+
+/// Spawns `task` on the worker's tracker, supervised: a panic is recorded
+/// as the run's result instead of leaving its row `running`.
+pub(crate) fn spawn<S: RunStore>(core: &Arc<Core<S>>, task: RunTask) {
+    let span = info_span!("run", activity = %task.spec.definition.slug, run_id = %task.run_id, scheduled_for = %task.instant);
+    let core2 = core.clone();
+    core.tasks.spawn(supervised(core2, task.run_id, execute(core.clone(), task)).instrument(span));
+}
+
+/// Runs `work` (which records its own result); if it panics, records one.
+pub(crate) async fn supervised<S: RunStore>(core: Arc<Core<S>>, run_id: Uuid, work: impl Future<Output = ()>) {
+    if let Err(panic) = AssertUnwindSafe(work).catch_unwind().await {
+        let what = panic
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "a panic".into());
+        error!(%run_id, panic = %what, "a run's task panicked; recorded as an automation error (internal)");
+        core.finish(not_executed(
+            run_id,
+            State::Failed,
+            Outcome::AutomationError,
+            Some(ErrorCode::Internal),
+            format!("the worker failed while running this: {what}"),
+            "panic",
+            core.clock.now(),
+        ));
+    }
+}
+
+async fn execute<S: RunStore>(core: Arc<Core<S>>, task: RunTask) {
+    let def = &task.spec.definition;
+    let shutdown = || {
+        not_executed(
+            task.run_id,
+            State::Abandoned,
+            Outcome::AutomationError,
+            Some(ErrorCode::Shutdown),
+            "the worker was shutting down before the request started".into(),
+            "shutdown",
+            core.clock.now(),
+        )
+    };
+    if core.stopping.is_cancelled() {
+        return core.finish(shutdown());
+    }
+    // Re-checked here, not only when the instant came due: a claim that
+    // took long must not send past the grace.
+    let late = core.clock.now().duration_since(task.fire);
+    if late > task.spec.grace() {
+        warn!(late_ms = late.as_millis(), "claimed too late to send within the grace: skipped_misfire");
+        return core.finish(not_executed(
+            task.run_id,
+            State::Skipped,
+            Outcome::SkippedMisfire,
+            None,
+            format!("claimed {} ms after its fire time, past the grace", late.as_millis()),
+            "claimed_past_grace",
+            core.clock.now(),
+        ));
+    }
+    let (classification, snap) = match &task.spec.request {
+        Ok(req) => {
+            let headers = RunHeaders {
+                run_id: task.run_id,
+                scheduled_for: Some(task.instant),
+                source: Source::ActivityCore,
+            };
+            // A run waiting for a request slot when the worker stops never starts.
+            let _slot = tokio::select! {
+                biased;
+                _ = core.stopping.cancelled() => return core.finish(shutdown()),
+                slot = core.request_slots.acquire() => slot.ok(),
+            };
+            if core.stopping.is_cancelled() {
+                return core.finish(shutdown());
+            }
+            let sent_at = core.clock.now();
+            // Boxed: a task waiting for a slot then holds a pointer, not the
+            // HTTP client's whole state machine (10,000 wait at once when
+            // 10,000 activities share an instant).
+            let report = tokio::select! {
+                r = Box::pin(core.executor.execute(req, &headers, &def.result)) => r,
+                // Past the grace the row is recorded abandoned by the shutdown sweep.
+                _ = core.hard_stop.cancelled() => return,
+            };
+            let snap = snapshot::finished(def, req, &report, sent_at, task.fire);
+            (report.classification, snap)
+        }
+        Err(message) => {
+            let c = classify(
+                &def.result,
+                &Exchange::NoResponse {
+                    code: ErrorCode::Config,
+                    message: message.clone(),
+                },
+            );
+            (c, snapshot::not_sent())
+        }
+    };
+    let finish = finish_of(task.run_id, classification, snap, core.clock.now());
+    match finish.outcome {
+        Outcome::AutomationError => {
+            warn!(outcome = %finish.outcome, error_code = finish.error_code.map(|c| c.as_str()).unwrap_or(""), error = finish.error_message.as_deref().unwrap_or(""), "run failed")
+        }
+        _ => info!(outcome = %finish.outcome, assessment_failures = finish.assessment_failures, "run finished"),
+    }
+    core.finish(finish);
+}
+
+/// The result of an executed run, made storable (see [`snapshot::make_storable`]).
+fn finish_of(run_id: Uuid, c: Classification, mut snapshot: serde_json::Value, now: Timestamp) -> FinishRun {
+    snapshot::make_storable(&mut snapshot);
+    let mut error_message = c.error_message;
+    if let Some(m) = &mut error_message {
+        snapshot::storable_text(m);
+    }
+    FinishRun {
+        run_id,
+        state: c.outcome.state(),
+        outcome: c.outcome,
+        automation_error: c.automation_error,
+        assessment_failures: c.assessment_failures,
+        error_code: c.error_code,
+        error_message,
+        snapshot,
+        finished_at: now,
+    }
+}
+
+fn not_executed(
+    run_id: Uuid,
+    state: State,
+    outcome: Outcome,
+    error_code: Option<ErrorCode>,
+    message: String,
+    reason: &str,
+    now: Timestamp,
+) -> FinishRun {
+    FinishRun {
+        run_id,
+        state,
+        outcome,
+        automation_error: outcome == Outcome::AutomationError,
+        assessment_failures: 0,
+        error_code,
+        error_message: Some(message),
+        snapshot: snapshot::not_executed(reason),
+        finished_at: now,
+    }
+}

@@ -1,0 +1,236 @@
+//! Firing: what is due is decided at once (cheap, no database), then each
+//! (fire time, instant) group is claimed by its own task, in chunks, and
+//! each chunk's winners are released at their fire time on their own. A
+//! claim retrying through a database hiccup therefore holds up neither the
+//! loop nor the other groups; an instant whose claim cannot be written
+//! within the grace is handed to the ledger, which records it as missed
+//! once the database is back.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use jiff::{SignedDuration, Timestamp};
+use tracing::{debug, error, info, warn};
+use uuid::Uuid;
+
+use super::Core;
+use super::execute::{self, RunTask};
+use super::ledger::Unfired;
+use super::retry::Backoff;
+use super::timers::{Due, Timers};
+use crate::definition::Overlap;
+use crate::misfire::{self, MissedRange};
+use crate::run::State;
+use crate::snapshot::{self, MisfireReason};
+use crate::store::{ClaimBatch, ClaimItem, Claimed, RunStore};
+
+/// The first claim statement of an instant is small so that, when claims
+/// run late, its runs start at once; the next ones double (fewer
+/// statements, less per row) while the runs already won execute.
+const FIRST_CLAIM: usize = 128;
+/// Most activities claimed in one statement.
+const MAX_CLAIM: usize = 1024;
+
+/// How long after its fire time a failed claim is still retried (bounded
+/// by the activities' misfire grace): a database hiccup costs a late run,
+/// not a lost instant.
+pub(crate) const CLAIM_RETRY_WITHIN: SignedDuration = SignedDuration::from_secs(10);
+
+/// How long before its fire time an instant is claimed. The claim is a
+/// durable write (a WAL flush, ~30 µs per row on top): written ahead, the
+/// POST leaves at the instant itself instead of after the commit. A little
+/// more per activity due, so that even 10,000 are claimed in time.
+pub(crate) fn claim_ahead(due: usize) -> SignedDuration {
+    const BASE: SignedDuration = SignedDuration::from_millis(20);
+    const PER_ACTIVITY: SignedDuration = SignedDuration::from_micros(50);
+    const MAX: SignedDuration = SignedDuration::from_secs(1);
+    (BASE + PER_ACTIVITY * i32::try_from(due).unwrap_or(i32::MAX)).min(MAX)
+}
+
+/// Activities to claim for one instant and release at one time.
+pub(crate) struct Group {
+    pub release_at: Timestamp,
+    pub instant: Timestamp,
+    pub items: Vec<Due>,
+}
+
+/// Decides every due activity (pure but for handing misfires to the
+/// ledger) and re-arms its timer. Returns the groups to claim, earliest first.
+pub(crate) fn plan<S: RunStore>(core: &Core<S>, timers: &mut Timers, due: Vec<Due>, now: Timestamp) -> Vec<Group> {
+    let mut groups: BTreeMap<(Timestamp, Timestamp), Vec<Due>> = BTreeMap::new();
+    for d in due {
+        let spec = &d.spec;
+        let decision = misfire::decide(&spec.schedule, &spec.definition.schedule, d.instant, d.fire, now);
+        if let Some(range) = decision.missed {
+            core.unfired(Unfired {
+                spec: spec.clone(),
+                range,
+                reason: MisfireReason::PastGrace,
+            });
+        }
+        timers.set_next_after(spec.definition.id, decision.resume_after);
+        if let Some(i) = decision.fire {
+            // A caught-up instant (`fire_once`) goes now; others at their fire time.
+            let (release_at, fire) = if i == d.instant { (d.fire.max(now), d.fire) } else { (now, now) };
+            let after = if i == d.instant { d.after } else { i - SignedDuration::from_nanos(1) };
+            groups.entry((release_at, i)).or_default().push(Due {
+                instant: i,
+                fire,
+                after,
+                spec: d.spec,
+            });
+        }
+    }
+    groups
+        .into_iter()
+        .map(|((release_at, instant), items)| Group {
+            release_at,
+            instant,
+            items,
+        })
+        .collect()
+}
+
+/// Claims one group in chunks (contiguous in definition order, so replicas
+/// racing on the instant take the index locks in one order) and releases
+/// each chunk's winners at the group's time.
+pub(crate) async fn claim_group<S: RunStore>(core: Arc<Core<S>>, mut group: Group) {
+    group.items.sort_unstable_by_key(|d| d.spec.definition.id);
+    // Retried only while every instant in it could still fire within its grace.
+    let earliest_fire = group.items.iter().map(|d| d.fire).min().unwrap_or(group.release_at);
+    let retry_for = group
+        .items
+        .iter()
+        .map(|d| d.spec.grace())
+        .min()
+        .unwrap_or_default()
+        .min(CLAIM_RETRY_WITHIN);
+    let give_up_at = earliest_fire + retry_for;
+    let mut rest = &group.items[..];
+    let mut size = FIRST_CLAIM;
+    while !rest.is_empty() {
+        let (chunk, tail) = rest.split_at(size.min(rest.len()));
+        rest = tail;
+        size = (size * 2).min(MAX_CLAIM);
+        if core.stopping.is_cancelled() {
+            // Not claimed, nothing written: another replica, or this
+            // activity's next start, fires or records these instants.
+            return;
+        }
+        let items = claim_items(group.instant, chunk);
+        let claimed = claim_with_retry(&core, &group, &items, give_up_at).await;
+        match claimed {
+            Some(claimed) => release(&core, &group, chunk, claimed),
+            None => {
+                for d in chunk {
+                    core.unfired(Unfired {
+                        spec: d.spec.clone(),
+                        range: MissedRange {
+                            after: d.after,
+                            upto: d.instant,
+                        },
+                        reason: MisfireReason::ClaimFailed,
+                    });
+                }
+            }
+        }
+    }
+}
+
+/// One chunk's claim rows. Their run ids are reused by every retry, so
+/// that a retry adopts what an attempt whose reply was lost committed.
+fn claim_items(instant: Timestamp, chunk: &[Due]) -> Vec<ClaimItem> {
+    let scheduled_for = instant.to_string();
+    chunk
+        .iter()
+        .map(|d| ClaimItem {
+            run_id: Uuid::now_v7(),
+            definition_id: d.spec.definition.id,
+            spec_hash: d.spec.spec_hash.clone(),
+            skip_if_running: d.spec.definition.schedule.overlap == Overlap::Skip,
+            snapshot: snapshot::claimed(&d.spec.spec_hash, &scheduled_for, d.fire.duration_since(d.instant).as_millis() as i64),
+        })
+        .collect()
+}
+
+/// The claim, retried on failure until `give_up_at`; None if it never went through.
+async fn claim_with_retry<S: RunStore>(
+    core: &Core<S>,
+    group: &Group,
+    items: &[ClaimItem],
+    give_up_at: Timestamp,
+) -> Option<Vec<Claimed>> {
+    let mut backoff = Backoff::new(SignedDuration::from_millis(50), SignedDuration::from_secs(1));
+    loop {
+        let finished = core.owned.finished_unwritten();
+        let batch = ClaimBatch {
+            scheduled_for: group.instant,
+            fired_at: group.release_at,
+            worker_id: &core.config.worker_id,
+            lease: core.lease(),
+            items,
+            finished_unwritten: &finished,
+        };
+        // An attempt may not outlast the retry window (a dead connection
+        // can hang far longer than the pool's acquire timeout).
+        let left = give_up_at.duration_since(core.clock.now()).max(SignedDuration::from_millis(500));
+        let result = match tokio::time::timeout(left.unsigned_abs(), core.store.claim(&batch)).await {
+            Ok(r) => r,
+            Err(_) => Err(crate::Error::Db(sqlx::Error::PoolTimedOut)),
+        };
+        match result {
+            Ok(c) => return Some(c),
+            Err(e) if core.clock.now() + backoff.peek() < give_up_at && !core.stopping.is_cancelled() => {
+                let delay = backoff.step();
+                warn!(error = %e, instant = %group.instant, activities = items.len(), retry_in_ms = delay.as_millis(), "claim failed; retrying");
+                core.clock.sleep(delay).await;
+            }
+            Err(e) => {
+                error!(error = %e, instant = %group.instant, activities = items.len(),
+                       "claim failed past the retry window; recorded as missed once the database takes it");
+                return None;
+            }
+        }
+    }
+}
+
+/// Hands the chunk's winners to execution at the group's release time.
+fn release<S: RunStore>(core: &Arc<Core<S>>, group: &Group, chunk: &[Due], claimed: Vec<Claimed>) {
+    debug!(instant = %group.instant, due = chunk.len(), won = claimed.len(), "claimed");
+    let by_id: std::collections::HashMap<Uuid, &Due> = chunk.iter().map(|d| (d.spec.definition.id, d)).collect();
+    let mut won = Vec::with_capacity(claimed.len());
+    for c in claimed {
+        let Some(d) = by_id.get(&c.definition_id) else { continue };
+        match c.state {
+            State::Running => won.push(RunTask {
+                run_id: c.run_id,
+                spec: d.spec.clone(),
+                instant: group.instant,
+                fire: d.fire,
+            }),
+            State::Skipped => {
+                info!(activity = %d.spec.definition.slug, scheduled_for = %group.instant, "previous run still running: skipped_overlap")
+            }
+            other => warn!(activity = %d.spec.definition.slug, state = %other, "an adopted claim was already ended; not executing it"),
+        }
+    }
+    if won.is_empty() {
+        return;
+    }
+    // Counted as owned from the claim: the lease keeper and the drain see them.
+    core.owned.claimed(won.iter().map(|t| t.run_id));
+    if core.clock.now() >= group.release_at {
+        for t in won {
+            execute::spawn(core, t);
+        }
+        return;
+    }
+    let at = group.release_at;
+    let core2 = core.clone();
+    core.tasks.spawn(async move {
+        core2.clock.sleep_until(at).await;
+        for t in won {
+            execute::spawn(&core2, t);
+        }
+    });
+}

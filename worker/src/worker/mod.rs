@@ -1,0 +1,415 @@
+//! The worker: reconcile definitions, sleep until the next instant, claim
+//! every activity due at it, execute the winners, record the results, keep
+//! leases alive, reap the dead's runs, and shut down without losing a row.
+//!
+//! Every replica runs this same loop; the store's unique index on
+//! `(definition_id, scheduled_for)` decides who executes an instant.
+//!
+//! - [`timers`]: pure: the timer queue and reconcile, given `now`.
+//! - [`fire`]: deciding what is due, claiming it, releasing it at its fire time.
+//! - [`execute`]: one run, supervised.
+//! - [`recorder`]: results to rows, through outages and unstorable bodies.
+//! - [`ledger`]: instants not fired (misfires, lost claims) to rows.
+//! - [`leases`]: the runs this process owns, and their leases.
+//! - [`clock`]: the injectable clock that lets tests skip the waiting.
+
+pub mod clock;
+mod execute;
+mod fire;
+mod leases;
+mod ledger;
+mod recorder;
+mod retry;
+mod timers;
+
+#[cfg(test)]
+mod tests;
+
+use std::collections::HashMap;
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::FutureExt;
+use jiff::{SignedDuration, Timestamp};
+use tokio::sync::{Notify, Semaphore, mpsc};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{debug, error, info, warn};
+use uuid::Uuid;
+
+pub use self::clock::Clock;
+use self::leases::Owned;
+use self::ledger::{Ledger, Unfired};
+use self::recorder::Recorder;
+use self::timers::{Timers, reconcile};
+use crate::action::HttpExecutor;
+use crate::error::{Error, Result};
+use crate::run::ErrorCode;
+use crate::store::{DefinitionSource, DefinitionsVersion, FinishRun, RunStore, Store};
+
+/// How a worker behaves; the CLI fills it from flags and the environment.
+#[derive(Clone, Debug)]
+pub struct WorkerConfig {
+    /// This replica's name in `activity_runs.worker_id`.
+    pub worker_id: String,
+    /// A run's lease; renewed every third of it while the run is owned.
+    pub lease: Duration,
+    /// How long runs in flight may finish after shutdown is requested
+    /// (None: the longest action timeout, preflight included, plus 5 s).
+    pub shutdown_grace: Option<Duration>,
+    /// Re-read definitions this often even without a notification.
+    pub reread: Duration,
+}
+
+/// Most HTTP requests in flight at once. Thousands of activities due at one
+/// instant then share this many kept-alive connections instead of opening
+/// one socket (and its buffers) each; a run waiting for a slot is claimed
+/// and its lease kept, it only starts sending a little later.
+const MAX_CONCURRENT_REQUESTS: usize = 256;
+
+/// What the loop, the claim tasks and the run tasks share.
+pub(crate) struct Core<S> {
+    store: S,
+    config: WorkerConfig,
+    clock: Clock,
+    executor: HttpExecutor,
+    owned: Arc<Owned>,
+    results: mpsc::UnboundedSender<FinishRun>,
+    unfired: mpsc::UnboundedSender<Unfired>,
+    request_slots: Semaphore,
+    /// Claim, release and run tasks.
+    tasks: TaskTracker,
+    /// Shutdown requested: no new claim, no new HTTP call.
+    stopping: CancellationToken,
+    /// The shutdown grace is over: runs still executing are dropped.
+    hard_stop: CancellationToken,
+}
+
+/// The receiving ends that the recorder and the ledger take.
+struct Channels {
+    results: mpsc::UnboundedReceiver<FinishRun>,
+    unfired: mpsc::UnboundedReceiver<Unfired>,
+}
+
+impl<S: RunStore> Core<S> {
+    fn new(store: S, config: WorkerConfig, clock: Clock, request_slots: usize) -> (Arc<Core<S>>, Channels) {
+        let (results, results_rx) = mpsc::unbounded_channel();
+        let (unfired, unfired_rx) = mpsc::unbounded_channel();
+        let core = Arc::new(Core {
+            store,
+            config,
+            clock,
+            executor: HttpExecutor::new(),
+            owned: Arc::new(Owned::default()),
+            results,
+            unfired,
+            request_slots: Semaphore::new(request_slots),
+            tasks: TaskTracker::new(),
+            stopping: CancellationToken::new(),
+            hard_stop: CancellationToken::new(),
+        });
+        (
+            core,
+            Channels {
+                results: results_rx,
+                unfired: unfired_rx,
+            },
+        )
+    }
+
+    fn lease(&self) -> SignedDuration {
+        SignedDuration::try_from(self.config.lease).unwrap_or(SignedDuration::from_secs(30))
+    }
+
+    /// Hands a run's result to the recorder; the run stays owned until its row is written.
+    fn finish(&self, f: FinishRun) {
+        self.owned.finished(f.run_id);
+        if let Err(mpsc::error::SendError(f)) = self.results.send(f) {
+            // Only after the recorder stopped; the shutdown sweep records the row.
+            error!(run_id = %f.run_id, "result arrived after the recorder stopped");
+        }
+    }
+
+    fn unfired(&self, u: Unfired) {
+        if self.unfired.send(u).is_err() {
+            error!("missed instants arrived after the ledger stopped");
+        }
+    }
+
+    fn recorder(&self, give_up: &CancellationToken) -> Recorder<S> {
+        Recorder {
+            store: self.store.clone(),
+            owned: self.owned.clone(),
+            clock: self.clock.clone(),
+            give_up: give_up.clone(),
+        }
+    }
+
+    fn ledger(&self, give_up: &CancellationToken) -> Ledger<S> {
+        Ledger {
+            store: self.store.clone(),
+            clock: self.clock.clone(),
+            worker_id: self.config.worker_id.clone(),
+            give_up: give_up.clone(),
+        }
+    }
+}
+
+/// Runs the worker on `store` until `shutdown` is cancelled, then drains:
+/// runs in flight get the grace period, the rest are recorded `abandoned`
+/// (`shutdown`), and it returns Ok (exit 0). A background part that dies
+/// (recorder, ledger, lease keeper, listener) stops it with an error (exit 1).
+pub async fn run(store: Store, config: WorkerConfig, shutdown: CancellationToken) -> Result<()> {
+    run_with(store, config, Clock::System, shutdown).await
+}
+
+/// [`run`] on any store and clock (tests inject faults and time).
+pub async fn run_with<S: RunStore + DefinitionSource>(
+    store: S,
+    config: WorkerConfig,
+    clock: Clock,
+    shutdown: CancellationToken,
+) -> Result<()> {
+    let (core, channels) = Core::new(store.clone(), config.clone(), clock.clone(), MAX_CONCURRENT_REQUESTS);
+    let background = CancellationToken::new();
+    let drained = CancellationToken::new();
+    let give_up = core.hard_stop.clone();
+    let wake = Arc::new(Notify::new());
+    let mut services = Services::default();
+    services.spawn("the recorder", core.recorder(&give_up).run(channels.results, drained.clone()));
+    services.spawn("the ledger", core.ledger(&give_up).run(channels.unfired, drained.clone()));
+    services.spawn("the lease keeper", leases::keep(core.clone(), background.clone()));
+    let (listener, wake2, stop2) = (store.clone(), wake.clone(), background.clone());
+    services.spawn("the definitions listener", async move { listener.watch(wake2, stop2).await });
+
+    let started = start(&core, &store).await;
+    let (mut timers, mut version) = match started {
+        Ok(s) => s,
+        Err(e) => {
+            stop_services(&core, services, &background, &drained).await;
+            return Err(e);
+        }
+    };
+    let mut reread = tokio::time::interval(config.reread);
+    reread.tick().await;
+    let mut failure = None;
+
+    // The lead for the earliest fire time, counted once per fire time (not
+    // on every wake-up: counting 10,000 timers each time would be quadratic).
+    let mut lead: Option<(Timestamp, SignedDuration)> = None;
+    loop {
+        // Wake a little before the earliest fire time: its claim is written
+        // ahead so that the requests leave at the instant (`claim_ahead`).
+        let earliest = timers.earliest();
+        let ahead = match (earliest, lead) {
+            (Some(t), Some((at, d))) if at == t => d,
+            (Some(t), _) => {
+                let d = fire::claim_ahead(timers.count_at(t));
+                lead = Some((t, d));
+                d
+            }
+            (None, _) => SignedDuration::ZERO,
+        };
+        let wake_at = earliest.map_or(clock.now() + SignedDuration::from_hours(1), |t| t - ahead);
+        let wake_at = wake_at.min(clock.now() + SignedDuration::from_hours(1));
+        tokio::select! {
+            biased;
+            _ = shutdown.cancelled() => break,
+            (name, result) = services.next_exit() => {
+                failure = Some(Error::Internal(match result {
+                    Ok(()) => format!("{name} stopped unexpectedly; stopping the worker"),
+                    Err(e) => format!("{name} failed: {e}; stopping the worker"),
+                }));
+                break;
+            }
+            _ = clock.sleep_until(wake_at) => {}
+            _ = wake.notified() => {
+                reload(&core.store, &mut timers, &mut version, clock.now(), true).await;
+                lead = None;
+                continue;
+            }
+            _ = reread.tick() => {
+                reload(&core.store, &mut timers, &mut version, clock.now(), false).await;
+                lead = None;
+                continue;
+            }
+        }
+        step(&core, &mut timers, clock.now(), ahead);
+    }
+    if let Some(e) = &failure {
+        error!(error = %e, "a background part of the worker died");
+    }
+    let grace = config
+        .shutdown_grace
+        .unwrap_or_else(|| timers.longest_run() + Duration::from_secs(5));
+    drain(&core, grace).await;
+    stop_services(&core, services, &background, &drained).await;
+    // Whatever is still running past the grace is recorded, never lost.
+    match core
+        .store
+        .abandon_worker_runs(
+            &config.worker_id,
+            ErrorCode::Shutdown,
+            "worker shut down before the run finished",
+            clock.now(),
+        )
+        .await
+    {
+        Ok(0) => {}
+        Ok(n) => warn!(
+            abandoned = n,
+            "runs still in flight after the shutdown grace were recorded as abandoned (shutdown)"
+        ),
+        Err(e) => error!(error = %e, "could not record the unfinished runs as abandoned; their leases will expire and they will be reaped"),
+    }
+    info!("worker stopped");
+    failure.map_or(Ok(()), Err)
+}
+
+/// Start-up: this worker id's leftovers, the definitions, the timers.
+async fn start<S: RunStore + DefinitionSource>(core: &Core<S>, store: &S) -> Result<(Timers, DefinitionsVersion)> {
+    let config = &core.config;
+    // A run left `running` under this worker's own id belongs to a previous
+    // life of this replica (same pod name after a crash): it is lost.
+    let leftover = core
+        .store
+        .abandon_worker_runs(
+            &config.worker_id,
+            ErrorCode::WorkerLost,
+            "the worker restarted while this run was in flight",
+            core.clock.now(),
+        )
+        .await?;
+    if leftover > 0 {
+        warn!(
+            runs = leftover,
+            "runs left running by this worker's previous life recorded as abandoned (worker_lost)"
+        );
+    }
+    let mut timers = Timers::default();
+    let version = store.definitions_version().await?;
+    let stored = store.definitions().await?;
+    let cursors: HashMap<Uuid, Timestamp> = store.last_scheduled().await?.into_iter().collect();
+    // Resume after the last recorded instant (or the last change of the
+    // spec, whichever is later): what lies between is missed and handled by
+    // the misfire policy. `reconcile` clamps it to now.
+    reconcile(&mut timers, stored, core.clock.now(), |d| {
+        let last = cursors.get(&d.definition.id).copied();
+        Some(last.map_or(d.updated_at, |l| l.max(d.updated_at)))
+    });
+    info!(worker_id = %config.worker_id, activities = timers.len(), "worker started");
+    timers.log_next();
+    Ok((timers, version))
+}
+
+/// One step of the loop: takes off the timers what fires by `now + ahead`,
+/// decides it, and spawns a claim task per group.
+pub(crate) fn step<S: RunStore>(core: &Arc<Core<S>>, timers: &mut Timers, now: Timestamp, ahead: SignedDuration) {
+    let due = timers.take_due(now + ahead);
+    if due.is_empty() {
+        return;
+    }
+    for group in fire::plan(core, timers, due, now) {
+        core.tasks.spawn(fire::claim_group(core.clone(), group));
+    }
+}
+
+async fn reload<S: DefinitionSource>(
+    store: &S,
+    timers: &mut Timers,
+    version: &mut DefinitionsVersion,
+    now: Timestamp,
+    notified: bool,
+) {
+    let result = async {
+        let v = store.definitions_version().await?;
+        if !notified && v == *version {
+            return Ok::<_, Error>(false);
+        }
+        let stored = store.definitions().await?;
+        reconcile(timers, stored, now, |_| Some(now));
+        *version = v;
+        Ok(true)
+    }
+    .await;
+    match result {
+        Ok(true) => debug!(activities = timers.len(), "definitions reloaded"),
+        Ok(false) => {}
+        Err(e) => warn!(error = %e, "could not re-read definitions; keeping the current ones"),
+    }
+}
+
+/// Stops claiming and starting requests, then waits up to `grace` for every
+/// owned run's row to be written. Past the grace, runs still executing are
+/// dropped (the caller records them `abandoned`).
+async fn drain<S: RunStore>(core: &Core<S>, grace: Duration) {
+    core.stopping.cancel();
+    let n = core.owned.len();
+    if n > 0 {
+        info!(runs = n, grace_s = grace.as_secs_f64(), "waiting for runs in flight to finish");
+    }
+    if tokio::time::timeout(grace, core.owned.until_empty()).await.is_err() {
+        warn!(
+            grace_s = grace.as_secs_f64(),
+            "shutdown grace over; stopping the remaining runs"
+        );
+    }
+    core.hard_stop.cancel();
+    core.tasks.close();
+    core.tasks.wait().await;
+}
+
+/// Lets the recorder and the ledger write what they hold (bounded by the
+/// grace, already over or not), then stops the lease keeper and listener.
+async fn stop_services<S: RunStore>(
+    core: &Core<S>,
+    mut services: Services,
+    background: &CancellationToken,
+    drained: &CancellationToken,
+) {
+    core.stopping.cancel();
+    drained.cancel();
+    background.cancel();
+    // The grace bounds the writers' retries; give them a last few seconds.
+    let last = tokio::time::sleep(Duration::from_secs(5));
+    tokio::pin!(last);
+    loop {
+        tokio::select! {
+            exit = services.set.join_next() => match exit {
+                None => break,
+                Some(Ok((name, Err(e)))) => warn!(error = %e, "{name} stopped with an error"),
+                Some(_) => {}
+            },
+            _ = &mut last, if !core.hard_stop.is_cancelled() => core.hard_stop.cancel(),
+        }
+    }
+}
+
+/// The background parts; one that exits before shutdown is a failure.
+#[derive(Default)]
+struct Services {
+    set: JoinSet<(&'static str, Result<()>)>,
+}
+
+impl Services {
+    fn spawn(&mut self, name: &'static str, work: impl Future<Output = Result<()>> + Send + 'static) {
+        self.set.spawn(async move {
+            let result = AssertUnwindSafe(work)
+                .catch_unwind()
+                .await
+                .unwrap_or_else(|_| Err(Error::Internal(format!("{name} panicked"))));
+            (name, result)
+        });
+    }
+
+    /// The next part to exit (pending forever when none is running).
+    async fn next_exit(&mut self) -> (&'static str, Result<()>) {
+        match self.set.join_next().await {
+            Some(Ok(exit)) => exit,
+            Some(Err(e)) => ("a background task", Err(Error::Internal(e.to_string()))),
+            None => std::future::pending().await,
+        }
+    }
+}

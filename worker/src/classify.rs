@@ -321,7 +321,7 @@ mod tests {
         ($file:literal) => {
             include_bytes!(concat!(
                 env!("CARGO_MANIFEST_DIR"),
-                "/../../shared/fixtures/state-hub/",
+                "/../tests/fixtures/state-hub/",
                 $file
             ))
             .as_slice()

@@ -1,4 +1,4 @@
-//! Turns what came back from an action into a run's outcome (CONTRACTS §5).
+//! Turns what came back from an action into a run's outcome (docs/reference/classification.md).
 //!
 //! Pure: no I/O, no clock. The executor reduces every exchange to an
 //! [`Exchange`]; this module alone decides outcome, error code and whether

@@ -94,9 +94,9 @@ pub fn actcore_bin() -> PathBuf {
     bin
 }
 
-/// The shared State Hub fixtures directory.
+/// The State Hub fixtures (`tests/fixtures/state-hub/`, in the repository).
 pub fn fixtures_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/fixtures/state-hub")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/state-hub")
 }
 
 /// One request the hub received.

@@ -391,11 +391,11 @@ mod tests {
 
     const OK_CLEAN: &[u8] = include_bytes!(concat!(
         env!("CARGO_MANIFEST_DIR"),
-        "/../../shared/fixtures/state-hub/ok-clean.json"
+        "/../tests/fixtures/state-hub/ok-clean.json"
     ));
     const BRIDGE_502: &[u8] = include_bytes!(concat!(
         env!("CARGO_MANIFEST_DIR"),
-        "/../../shared/fixtures/state-hub/bridge-502.html"
+        "/../tests/fixtures/state-hub/bridge-502.html"
     ));
 
     fn spec() -> ResultSpec {

@@ -1,4 +1,4 @@
-//! Turns what came back from an action into a run's outcome (CONTRACTS §5).
+//! Turns what came back from an action into a run's outcome (docs/reference/classification.md).
 //!
 //! Pure: no I/O, no clock. The executor reduces every exchange to an
 //! [`Exchange`]; this module alone decides outcome, error code and whether
@@ -321,7 +321,7 @@ mod tests {
         ($file:literal) => {
             include_bytes!(concat!(
                 env!("CARGO_MANIFEST_DIR"),
-                "/../../shared/fixtures/state-hub/",
+                "/../tests/fixtures/state-hub/",
                 $file
             ))
             .as_slice()

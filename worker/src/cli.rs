@@ -1,4 +1,4 @@
-//! The `actcore` command line (CONTRACTS §6): human tables by default,
+//! The `actcore` command line (docs/reference/cli.md): human tables by default,
 //! `--json` everywhere, exit codes 0 done, 1 automation error, 2 usage,
 //! 78 config.
 

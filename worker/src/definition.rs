@@ -1,4 +1,4 @@
-//! The definition file format (CONTRACTS §2): parsing, strict validation, the
+//! The definition file format (docs/reference/definitions.md): parsing, strict validation, the
 //! canonical spec and its hash.
 //!
 //! A file is read into `raw` structs that refuse unknown keys, then checked
@@ -67,12 +67,12 @@ pub enum Overlap {
     Skip,
     /// Run it alongside the one still running.
     Allow,
-    /// Queue one instant behind the running run. In CONTRACTS §2 but not
+    /// Queue one instant behind the running run. Named in the format but not
     /// built yet: `definitions check` and `sync` refuse it.
     BufferOne,
 }
 
-/// DST handling; `vixie` is the only policy (CONTRACTS §4).
+/// DST handling; `vixie` is the only policy (docs/reference/scheduling.md).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum DstPolicy {

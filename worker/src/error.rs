@@ -1,5 +1,5 @@
-//! The library's one error type. Each error knows its exit code (CONTRACTS
-//! §6: 0 done, 1 automation error, 2 usage, 78 config) and a metric label.
+//! The library's one error type. Each error knows its exit code (docs/reference/cli.md:
+//! 0 done, 1 automation error, 2 usage, 78 config) and a metric label.
 
 use crate::definition::Problems;
 

@@ -10,7 +10,7 @@
 //! - [`definition`]: the file format, validation, canonical spec and hash.
 //! - [`schedule`]: pure schedule maths (next instants, DST, jitter, misfires).
 //! - [`misfire`]: pure: fire, skip or catch up an instant that came due late.
-//! - [`classify`]: pure: an HTTP exchange → an outcome (CONTRACTS §5).
+//! - [`classify`]: pure: an HTTP exchange → an outcome (docs/reference/classification.md).
 //! - [`sync`]: files → store, as a diff by identity.
 //! - [`action`]: executing the HTTP call; [`snapshot`]: the shape of `context_snapshot`.
 //! - [`store`]: the narrow store interface; Postgres and SQLite.

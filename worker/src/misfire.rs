@@ -1,5 +1,5 @@
 //! Pure: what to do with an instant that has come due, given how late it
-//! was noticed (CONTRACTS §4, `misfire = "skip" | "fire_once"`).
+//! was noticed (docs/reference/scheduling.md, `misfire = "skip" | "fire_once"`).
 
 use jiff::{SignedDuration, Timestamp};
 

@@ -1,4 +1,4 @@
-//! The vocabulary of an `activity_runs` row (CONTRACTS §3): why a run
+//! The vocabulary of an `activity_runs` row (docs/reference/tables.md): why a run
 //! exists, who started it, where it is, and how it ended. The strings are
 //! public: operators filter on them in SQL.
 
@@ -76,7 +76,7 @@ sql_enum! {
 }
 
 sql_enum! {
-    /// How a run ended (CONTRACTS §5). Only `automation_error` fails a run.
+    /// How a run ended (docs/reference/classification.md). Only `automation_error` fails a run.
     Outcome {
         Ok => "ok",
         AssessmentFailures => "assessment_failures",
@@ -131,7 +131,7 @@ impl Outcome {
 }
 
 impl ErrorCode {
-    /// Whether the retry policy applies (CONTRACTS §5 "retried" column).
+    /// Whether the retry policy applies (docs/reference/classification.md, "retryable").
     pub const fn retryable(self) -> bool {
         match self {
             ErrorCode::Transport

@@ -1,5 +1,5 @@
 //! Pure schedule maths: the next instants of a cron expression in a time
-//! zone (DST per CONTRACTS §4, `vixie`), deterministic jitter, and missed
+//! zone (DST per docs/reference/scheduling.md, `vixie`), deterministic jitter, and missed
 //! instants. No I/O and no clock: every function takes the time it reasons about.
 //!
 //! DST, `vixie`: croner 4 walks the wall clock of the zone. A schedule whose
@@ -482,7 +482,7 @@ fn last_at_or_before_counted(schedule: &Schedule, known: Timestamp, upto: Timest
     last
 }
 
-/// One line of `actcore schedule preview` (CONTRACTS §6).
+/// One line of `actcore schedule preview` (docs/reference/cli.md).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct PreviewEntry {
     /// RFC 3339 in UTC with `Z`.

@@ -3,7 +3,7 @@
 //! Postgres is the production store and the exactly-once fence for any
 //! number of replicas; SQLite is the embedded single-node default for
 //! newcomers and the local fallback. Both keep the public tables of
-//! CONTRACTS §3, and one conformance suite (`tests/store_conformance.rs`)
+//! docs/reference/tables.md, and one conformance suite (`tests/store_conformance.rs`)
 //! runs against each.
 
 mod api;

@@ -10,7 +10,8 @@ use std::path::PathBuf;
 use actcore::definition::{Definition, Loaded, sample};
 use actcore::run::{ErrorCode, Outcome, Source, State, Trigger};
 use actcore::store::{
-    ClaimBatch, ClaimItem, Claimed, DefinitionSource, FinishRun, HistoryStore, NewRun, RunFilter, RunRow, RunStore, Store,
+    ClaimBatch, ClaimItem, Claimed, DefinitionSource, FinishRun, HistoryStore, NewRun, RunFilter, RunRow, RunStore,
+    Store,
 };
 use actcore_tests::{Backend, fresh_store};
 use jiff::{SignedDuration, Timestamp};
@@ -337,10 +338,7 @@ async fn skip_if_running_records_overlap(backend: Backend) {
     // The skipped row is not `running`: it is neither renewed nor reaped.
     let every: Vec<Uuid> = first.iter().chain(&second).map(|c| c.run_id).collect();
     assert_eq!(
-        store
-            .renew_leases(&every, secs(-1), secs(3600))
-            .await
-            .expect("renew"),
+        store.renew_leases(&every, secs(-1), secs(3600)).await.expect("renew"),
         4
     );
     let reaped = store.reap_expired().await.expect("reap");

@@ -56,7 +56,13 @@ pub fn claimed(spec_hash: &str, scheduled_for: &str, jitter_ms: i64) -> Value {
 /// out since they carry tokens), the response facts, `lateness_ms` (when
 /// the request left, counted from the fire time), and the response's JSON
 /// body under the definition's `snapshot_key`.
-pub fn finished(def: &Definition, req: &PreparedRequest, report: &ActionReport, sent_at: Timestamp, fire_at: Timestamp) -> Value {
+pub fn finished(
+    def: &Definition,
+    req: &PreparedRequest,
+    report: &ActionReport,
+    sent_at: Timestamp,
+    fire_at: Timestamp,
+) -> Value {
     let mut snap = exchange(req, report);
     snap["lateness_ms"] = json!(sent_at.duration_since(fire_at).as_millis());
     if let Some(body) = &report.classification.body {

@@ -118,7 +118,13 @@ impl RunStore for Store {
         backend!(self, s => s.reap_expired())
     }
 
-    async fn abandon_worker_runs(&self, worker_id: &str, code: ErrorCode, message: &str, now: Timestamp) -> Result<u64> {
+    async fn abandon_worker_runs(
+        &self,
+        worker_id: &str,
+        code: ErrorCode,
+        message: &str,
+        now: Timestamp,
+    ) -> Result<u64> {
         backend!(self, s => s.abandon_worker_runs(worker_id, code, message, now))
     }
 

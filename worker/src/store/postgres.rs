@@ -458,9 +458,7 @@ impl PgStore {
         .bind(definition_id)
         .fetch_all(&self.pool)
         .await?;
-        rows.iter()
-            .map(|r| Ok((r.try_get("kind")?, r.try_get("n")?)))
-            .collect()
+        rows.iter().map(|r| Ok((r.try_get("kind")?, r.try_get("n")?))).collect()
     }
 }
 

@@ -256,11 +256,12 @@ impl SqliteStore {
             }
             let mut busy = false;
             if i.skip_if_running {
-                let running: Vec<String> =
-                    sqlx::query_scalar("select run_id from activity_runs where definition_id = ?1 and state = 'running'")
-                        .bind(&def)
-                        .fetch_all(&mut *tx)
-                        .await?;
+                let running: Vec<String> = sqlx::query_scalar(
+                    "select run_id from activity_runs where definition_id = ?1 and state = 'running'",
+                )
+                .bind(&def)
+                .fetch_all(&mut *tx)
+                .await?;
                 busy = running.iter().any(|r| !finished.contains(r));
             }
             let state = if busy { State::Skipped } else { State::Running };

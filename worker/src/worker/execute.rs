@@ -31,9 +31,11 @@ pub(crate) struct RunTask {
 /// Spawns `task` on the worker's tracker, supervised: a panic is recorded
 /// as the run's result instead of leaving its row `running`.
 pub(crate) fn spawn<S: RunStore>(core: &Arc<Core<S>>, task: RunTask) {
-    let span = info_span!("run", activity = %task.spec.definition.slug, run_id = %task.run_id, scheduled_for = %task.instant);
+    let span =
+        info_span!("run", activity = %task.spec.definition.slug, run_id = %task.run_id, scheduled_for = %task.instant);
     let core2 = core.clone();
-    core.tasks.spawn(supervised(core2, task.run_id, execute(core.clone(), task)).instrument(span));
+    core.tasks
+        .spawn(supervised(core2, task.run_id, execute(core.clone(), task)).instrument(span));
 }
 
 /// Runs `work` (which records its own result); if it panics, records one.
@@ -77,7 +79,10 @@ async fn execute<S: RunStore>(core: Arc<Core<S>>, task: RunTask) {
     // took long must not send past the grace.
     let late = core.clock.now().duration_since(task.fire);
     if late > task.spec.grace() {
-        warn!(late_ms = late.as_millis(), "claimed too late to send within the grace: skipped_misfire");
+        warn!(
+            late_ms = late.as_millis(),
+            "claimed too late to send within the grace: skipped_misfire"
+        );
         return core.finish(not_executed(
             task.run_id,
             State::Skipped,

@@ -71,8 +71,16 @@ pub(crate) fn plan<S: RunStore>(core: &Core<S>, timers: &mut Timers, due: Vec<Du
         timers.set_next_after(spec.definition.id, decision.resume_after);
         if let Some(i) = decision.fire {
             // A caught-up instant (`fire_once`) goes now; others at their fire time.
-            let (release_at, fire) = if i == d.instant { (d.fire.max(now), d.fire) } else { (now, now) };
-            let after = if i == d.instant { d.after } else { i - SignedDuration::from_nanos(1) };
+            let (release_at, fire) = if i == d.instant {
+                (d.fire.max(now), d.fire)
+            } else {
+                (now, now)
+            };
+            let after = if i == d.instant {
+                d.after
+            } else {
+                i - SignedDuration::from_nanos(1)
+            };
             groups.entry((release_at, i)).or_default().push(Due {
                 instant: i,
                 fire,
@@ -148,7 +156,11 @@ fn claim_items(instant: Timestamp, chunk: &[Due]) -> Vec<ClaimItem> {
             definition_id: d.spec.definition.id,
             spec_hash: d.spec.spec_hash.clone(),
             skip_if_running: d.spec.definition.schedule.overlap == Overlap::Skip,
-            snapshot: snapshot::claimed(&d.spec.spec_hash, &scheduled_for, d.fire.duration_since(d.instant).as_millis() as i64),
+            snapshot: snapshot::claimed(
+                &d.spec.spec_hash,
+                &scheduled_for,
+                d.fire.duration_since(d.instant).as_millis() as i64,
+            ),
         })
         .collect()
 }
@@ -173,7 +185,9 @@ async fn claim_with_retry<S: RunStore>(
         };
         // An attempt may not outlast the retry window (a dead connection
         // can hang far longer than the pool's acquire timeout).
-        let left = give_up_at.duration_since(core.clock.now()).max(SignedDuration::from_millis(500));
+        let left = give_up_at
+            .duration_since(core.clock.now())
+            .max(SignedDuration::from_millis(500));
         let result = match tokio::time::timeout(left.unsigned_abs(), core.store.claim(&batch)).await {
             Ok(r) => r,
             Err(_) => Err(crate::Error::Db(sqlx::Error::PoolTimedOut)),
@@ -211,7 +225,9 @@ fn release<S: RunStore>(core: &Arc<Core<S>>, group: &Group, chunk: &[Due], claim
             State::Skipped => {
                 info!(activity = %d.spec.definition.slug, scheduled_for = %group.instant, "previous run still running: skipped_overlap")
             }
-            other => warn!(activity = %d.spec.definition.slug, state = %other, "an adopted claim was already ended; not executing it"),
+            other => {
+                warn!(activity = %d.spec.definition.slug, state = %other, "an adopted claim was already ended; not executing it")
+            }
         }
     }
     if won.is_empty() {

@@ -119,7 +119,10 @@ pub(super) async fn renew_and_reap<S: RunStore>(core: &Core<S>) {
     }
     match core.store.reap_expired().await {
         Ok(lost) if !lost.is_empty() => {
-            warn!(runs = lost.len(), "runs whose worker stopped renewing their lease marked abandoned (worker_lost)")
+            warn!(
+                runs = lost.len(),
+                "runs whose worker stopped renewing their lease marked abandoned (worker_lost)"
+            )
         }
         Ok(_) => {}
         Err(e) => warn!(error = %e, "could not reap expired leases"),

@@ -59,7 +59,8 @@ impl<S: RunStore> Ledger<S> {
                     while let Ok(u) = rx.try_recv() { merge(&mut pending, u); }
                     break;
                 }
-                _ = self.clock.sleep(retry_in), if !pending.is_empty() => {}
+                // Real time: the back-off paces a database, not a schedule.
+                _ = tokio::time::sleep(retry_in.unsigned_abs()), if !pending.is_empty() => {}
             }
             match self.write(&mut pending).await {
                 Ok(()) => backoff = Backoff::new(SignedDuration::from_millis(100), SignedDuration::from_secs(5)),
@@ -77,7 +78,7 @@ impl<S: RunStore> Ledger<S> {
                     break;
                 }
                 tokio::select! {
-                    _ = self.clock.sleep(SignedDuration::from_millis(500)) => {}
+                    _ = tokio::time::sleep(std::time::Duration::from_millis(500)) => {}
                     _ = self.give_up.cancelled() => {}
                 }
             }
@@ -94,7 +95,9 @@ impl<S: RunStore> Ledger<S> {
                 match self.record(u).await {
                     Ok(()) => {}
                     Err(e) if is_transient(&e) => return Err(e),
-                    Err(e) => error!(error = %e, activity = %u.spec.definition.slug, "could not record a misfire; dropped"),
+                    Err(e) => {
+                        error!(error = %e, activity = %u.spec.definition.slug, "could not record a misfire; dropped")
+                    }
                 }
                 list.pop_front();
             }

@@ -142,7 +142,6 @@ impl<S: RunStore> Core<S> {
         Recorder {
             store: self.store.clone(),
             owned: self.owned.clone(),
-            clock: self.clock.clone(),
             give_up: give_up.clone(),
         }
     }
@@ -178,11 +177,20 @@ pub async fn run_with<S: RunStore + DefinitionSource>(
     let give_up = core.hard_stop.clone();
     let wake = Arc::new(Notify::new());
     let mut services = Services::default();
-    services.spawn("the recorder", core.recorder(&give_up).run(channels.results, drained.clone()));
-    services.spawn("the ledger", core.ledger(&give_up).run(channels.unfired, drained.clone()));
+    services.spawn(
+        "the recorder",
+        core.recorder(&give_up).run(channels.results, drained.clone()),
+    );
+    services.spawn(
+        "the ledger",
+        core.ledger(&give_up).run(channels.unfired, drained.clone()),
+    );
     services.spawn("the lease keeper", leases::keep(core.clone(), background.clone()));
     let (listener, wake2, stop2) = (store.clone(), wake.clone(), background.clone());
-    services.spawn("the definitions listener", async move { listener.watch(wake2, stop2).await });
+    services.spawn(
+        "the definitions listener",
+        async move { listener.watch(wake2, stop2).await },
+    );
 
     let started = start(&core, &store).await;
     let (mut timers, mut version) = match started {
@@ -262,7 +270,9 @@ pub async fn run_with<S: RunStore + DefinitionSource>(
             abandoned = n,
             "runs still in flight after the shutdown grace were recorded as abandoned (shutdown)"
         ),
-        Err(e) => error!(error = %e, "could not record the unfinished runs as abandoned; their leases will expire and they will be reaped"),
+        Err(e) => {
+            error!(error = %e, "could not record the unfinished runs as abandoned; their leases will expire and they will be reaped")
+        }
     }
     info!("worker stopped");
     failure.map_or(Ok(()), Err)
@@ -348,7 +358,11 @@ async fn drain<S: RunStore>(core: &Core<S>, grace: Duration) {
     core.stopping.cancel();
     let n = core.owned.len();
     if n > 0 {
-        info!(runs = n, grace_s = grace.as_secs_f64(), "waiting for runs in flight to finish");
+        info!(
+            runs = n,
+            grace_s = grace.as_secs_f64(),
+            "waiting for runs in flight to finish"
+        );
     }
     if tokio::time::timeout(grace, core.owned.until_empty()).await.is_err() {
         warn!(

@@ -8,7 +8,8 @@
 //! and the overlap check knows they finished), and a row the database
 //! refuses (the batch is split so the rest lands; the refused row is
 //! written with its snapshot replaced by the reason). Retries end when the
-//! shutdown grace does.
+//! shutdown grace does. Back-off waits are real time (not the worker's
+//! clock): they pace a database, not a schedule.
 
 use std::sync::Arc;
 
@@ -17,7 +18,6 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, warn};
 
-use super::clock::Clock;
 use super::leases::Owned;
 use super::retry::{Backoff, is_transient};
 use crate::error::{Error, Result};
@@ -29,7 +29,6 @@ const MAX_BATCH: usize = 1000;
 pub(crate) struct Recorder<S> {
     pub store: S,
     pub owned: Arc<Owned>,
-    pub clock: Clock,
     /// Cancelled when the shutdown grace is over: stop retrying.
     pub give_up: CancellationToken,
 }
@@ -89,7 +88,9 @@ impl<S: RunStore> Recorder<S> {
                 warn!(run_id = %row.run_id, error = %e, "a run's result could not be stored; recorded without its snapshot");
                 log_short(n, 1)
             }
-            Err(e2) => error!(run_id = %row.run_id, error = %e2, "a run's result could not be stored at all; its lease will expire and it will be reaped"),
+            Err(e2) => {
+                error!(run_id = %row.run_id, error = %e2, "a run's result could not be stored at all; its lease will expire and it will be reaped")
+            }
         }
     }
 
@@ -103,13 +104,16 @@ impl<S: RunStore> Recorder<S> {
                     let delay = backoff.step();
                     warn!(error = %e, runs = rows.len(), retry_in_ms = delay.as_millis(), "could not record finished runs; retrying");
                     tokio::select! {
-                        _ = self.clock.sleep(delay) => {}
+                        _ = tokio::time::sleep(delay.unsigned_abs()) => {}
                         _ = self.give_up.cancelled() => {}
                     }
                 }
                 Err(e) if is_transient(&e) => {
                     error!(error = %e, runs = rows.len(), "shutdown grace over: results not recorded; the runs are recorded abandoned if the database allows");
-                    return Err(Error::Internal(format!("gave up recording {} results: {e}", rows.len())));
+                    return Err(Error::Internal(format!(
+                        "gave up recording {} results: {e}",
+                        rows.len()
+                    )));
                 }
                 Err(e) => return Err(e),
             }

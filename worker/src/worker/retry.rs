@@ -63,7 +63,9 @@ mod tests {
     #[test]
     fn a_lost_connection_is_transient_a_refused_row_is_not() {
         assert!(is_transient(&Error::Db(sqlx::Error::PoolTimedOut)));
-        assert!(is_transient(&Error::Db(sqlx::Error::Io(std::io::Error::other("reset")))));
+        assert!(is_transient(&Error::Db(sqlx::Error::Io(std::io::Error::other(
+            "reset"
+        )))));
         assert!(!is_transient(&Error::Db(sqlx::Error::RowNotFound)));
         assert!(!is_transient(&Error::Config("x".into())));
     }

@@ -236,22 +236,33 @@ pub(crate) fn reconcile(
     for d in stored.into_iter().filter(|d| d.is_active()) {
         let id = d.definition.id;
         live.insert(id);
-        if timers.activities.get(&id).is_some_and(|a| a.spec.spec_hash == d.spec_hash) {
+        if timers
+            .activities
+            .get(&id)
+            .is_some_and(|a| a.spec.spec_hash == d.spec_hash)
+        {
             continue;
         }
         let changed = timers.activities.contains_key(&id);
         timers.remove(id);
-        let from = if changed { now } else { start_after(&d).unwrap_or(now).min(now) };
+        let from = if changed {
+            now
+        } else {
+            start_after(&d).unwrap_or(now).min(now)
+        };
         let slug = d.definition.slug.clone();
         match Fireable::new(d, &mut schedules) {
             Ok(spec) => {
                 if changed {
                     info!(activity = %slug, spec_hash = %spec.spec_hash, "definition changed: new schedule from its next instant");
                 }
-                timers.activities.insert(id, Activity {
-                    spec: Arc::new(spec),
-                    next: None,
-                });
+                timers.activities.insert(
+                    id,
+                    Activity {
+                        spec: Arc::new(spec),
+                        next: None,
+                    },
+                );
                 timers.set_next_after(id, from);
             }
             Err(e) => {
@@ -307,14 +318,20 @@ mod tests {
         assert_eq!(timers.count_at(t("2026-01-01T00:00:01Z")), 1);
         let due = timers.take_due(t("2026-01-01T00:00:02Z"));
         assert_eq!(due.len(), 2, "{due:?}");
-        assert!(due.iter().all(|d| d.fire == d.instant), "no jitter: fires at the instant");
+        assert!(
+            due.iter().all(|d| d.fire == d.instant),
+            "no jitter: fires at the instant"
+        );
         assert_eq!(due[0].spec.definition.id, Uuid::from_u128(1), "earliest first");
         assert_eq!(due[0].after, from, "(after, instant] holds exactly the instant");
         // Reconciling an unchanged activity keeps nothing new in the queue;
         // replacing one's spec drops its old timer.
         reconcile(&mut timers, vec![stored(1, "* * * * * *")], from, |_| Some(from));
         assert_eq!(timers.len(), 1);
-        assert!(timers.queue.is_empty(), "taken timers are not re-armed by a no-op reconcile");
+        assert!(
+            timers.queue.is_empty(),
+            "taken timers are not re-armed by a no-op reconcile"
+        );
     }
 
     #[test]

@@ -119,7 +119,9 @@ struct HubState {
 ///
 /// Routes: `/fixture/{file}` answers that fixture (`bridge-502.html` with
 /// 502, the rest 200); `/slow/{ms}` answers ok after a delay; `/big` answers
-/// 2 MiB; `/health` answers 200; `/sink/{anything}` answers ok-clean.
+/// 2 MiB; `/health` answers 200; `/sink/{anything}` answers ok-clean;
+/// `/nul/json` answers ok with a `\u0000` escape in a string and
+/// `/nul/raw` a text body holding a raw NUL byte (what Postgres cannot store).
 pub struct Hub {
     pub addr: SocketAddr,
     state: HubState,
@@ -135,6 +137,7 @@ impl Hub {
             .route("/big", any(big))
             .route("/health", get(|| async { "ok" }))
             .route("/sink/{*rest}", any(sink))
+            .route("/nul/{*rest}", any(nul))
             .with_state(state.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind hub");
         let addr = listener.local_addr().unwrap();
@@ -211,6 +214,21 @@ async fn sink(
 ) -> impl IntoResponse {
     record(&s, format!("/sink/{rest}"), &headers, body);
     (StatusCode::OK, OK_BODY)
+}
+
+async fn nul(
+    State(s): State<HubState>,
+    UrlPath(rest): UrlPath<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> impl IntoResponse {
+    record(&s, format!("/nul/{rest}"), &headers, body);
+    let answer: &[u8] = if rest == "raw" {
+        b"plain text with a raw \0 NUL byte"
+    } else {
+        br#"{"exit_code":0,"automation_error":false,"assessment_failures":0,"lock_skipped":false,"note":"a\u0000b"}"#
+    };
+    (StatusCode::OK, answer.to_vec())
 }
 
 const OK_BODY: &str = r#"{"exit_code":0,"automation_error":false,"assessment_failures":0,"lock_skipped":false}"#;
@@ -301,4 +319,137 @@ pub fn run_cli(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
         String::from_utf8_lossy(&out.stdout).into_owned(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
+}
+
+/// A Postgres cluster of a test's own (the others share one server), to
+/// stop and start under a running worker. As root it runs as `postgres`,
+/// since Postgres refuses root. Stopped and removed on drop.
+pub struct PgCluster {
+    bin: PathBuf,
+    dir: PathBuf,
+    pub port: u16,
+}
+
+impl PgCluster {
+    /// initdb and start on a free port (`PG_BIN` from `scripts/test`, or Debian's layout).
+    pub fn start() -> PgCluster {
+        let bin = std::env::var("PG_BIN").map(PathBuf::from).unwrap_or_else(|_| {
+            let mut found: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
+                .map(|d| d.filter_map(|e| e.ok()).map(|e| e.path().join("bin")).collect())
+                .unwrap_or_default();
+            found.sort();
+            found
+                .pop()
+                .expect("PostgreSQL server binaries (PG_BIN or /usr/lib/postgresql/*/bin)")
+        });
+        let dir = std::env::temp_dir().join(format!("actcore-pg-own-{}", uuid::Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let cluster = PgCluster { bin, dir, port };
+        if is_root() {
+            let ok = std::process::Command::new("chown")
+                .args(["postgres", cluster.dir.to_str().unwrap()])
+                .status()
+                .unwrap();
+            assert!(ok.success(), "chown the cluster directory to postgres");
+        }
+        let data = cluster.data();
+        cluster.pg(&[
+            "initdb",
+            "-D",
+            &data,
+            "-U",
+            "postgres",
+            "-A",
+            "trust",
+            "-E",
+            "UTF8",
+            "--no-locale",
+        ]);
+        cluster.ctl_start();
+        cluster
+    }
+
+    fn data(&self) -> String {
+        self.dir.join("data").display().to_string()
+    }
+
+    pub fn url(&self) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
+    }
+
+    fn pg(&self, args: &[&str]) {
+        let tool = self.bin.join(args[0]);
+        let mut cmd = if is_root() {
+            let mut c = std::process::Command::new("runuser");
+            c.args(["-u", "postgres", "--"]).arg(&tool);
+            c
+        } else {
+            std::process::Command::new(&tool)
+        };
+        let out = cmd.args(&args[1..]).output().expect("run a PostgreSQL tool");
+        assert!(
+            out.status.success(),
+            "{} failed: {}{}",
+            args[0],
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// Starts (or restarts) the server and waits until it accepts connections.
+    pub fn ctl_start(&self) {
+        let opts = format!(
+            "-c listen_addresses=127.0.0.1 -c port={} -c unix_socket_directories={} -c fsync=off",
+            self.port,
+            self.dir.display()
+        );
+        let log = self.dir.join("server.log").display().to_string();
+        self.pg(&[
+            "pg_ctl",
+            "-D",
+            &self.data(),
+            "-l",
+            &log,
+            "-w",
+            "-t",
+            "60",
+            "start",
+            "-o",
+            &opts,
+        ]);
+    }
+
+    /// A fast shutdown: connections are closed, the server is gone.
+    pub fn ctl_stop(&self) {
+        self.pg(&["pg_ctl", "-D", &self.data(), "-m", "fast", "-w", "stop"]);
+    }
+}
+
+impl Drop for PgCluster {
+    fn drop(&mut self) {
+        let data = self.data();
+        let tool = self.bin.join("pg_ctl");
+        let mut cmd = if is_root() {
+            let mut c = std::process::Command::new("runuser");
+            c.args(["-u", "postgres", "--"]).arg(&tool);
+            c
+        } else {
+            std::process::Command::new(&tool)
+        };
+        let _ = cmd.args(["-D", &data, "-m", "immediate", "-w", "stop"]).output();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn is_root() -> bool {
+    std::process::Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+        .unwrap_or(false)
 }

@@ -215,6 +215,44 @@ mod tests {
         assert!(!has_nul(&v), "{v}");
     }
 
+    fn exchange_with_body(body: Value) -> Value {
+        let mut def = crate::definition::sample(uuid::Uuid::nil(), "s", "* * * * *", "http://127.0.0.1:9/x");
+        def.action.body = Some(body);
+        let req = crate::action::prepare(&def.action, |_| None).unwrap();
+        let report = ActionReport {
+            classification: crate::classify::classify(
+                &def.result,
+                &crate::classify::Exchange::NoResponse {
+                    code: crate::run::ErrorCode::Transport,
+                    message: "refused".into(),
+                },
+            ),
+            http_status: None,
+            duration_ms: 1,
+            body_text: None,
+            truncated: false,
+        };
+        exchange(&req, &report)
+    }
+
+    #[test]
+    fn fault9_a_large_request_body_is_kept_as_its_size_and_hash_not_copied() {
+        let big = exchange_with_body(json!({"blob": "x".repeat(5 << 20)}));
+        let request = &big["request"];
+        assert!(request.get("body").is_none(), "not copied into every row");
+        assert!(request["body_bytes"].as_u64().unwrap() > 5 << 20);
+        assert_eq!(request["body_sha256"].as_str().unwrap().len(), 64);
+        assert!(big.to_string().len() < 1024, "the snapshot stays small");
+
+        let small = exchange_with_body(json!({"max_seconds": 300}));
+        assert_eq!(
+            small["request"]["body"],
+            json!({"max_seconds": 300}),
+            "a small body is copied"
+        );
+        assert_eq!(small["request"]["body_bytes"], 19);
+    }
+
     #[test]
     fn a_clean_snapshot_is_left_alone() {
         let mut v = json!({"a": "b", "c": [1, 2]});

@@ -74,8 +74,8 @@ pub trait DefinitionSource: Clone + Send + Sync + 'static {
     /// The latest scheduled instant recorded per activity.
     fn last_scheduled(&self) -> impl Future<Output = Result<Vec<(Uuid, Timestamp)>>> + Send;
 
-    /// Wakes `wake` when definitions change, until `stop`; returns at once
-    /// (Ok) on a backend without notifications. An Err means it gave up.
+    /// Wakes `wake` when definitions change, until `stop` (a backend without
+    /// notifications just waits for `stop`). An Err means it gave up.
     fn watch(&self, wake: Arc<Notify>, stop: CancellationToken) -> impl Future<Output = Result<()>> + Send;
 }
 
@@ -152,9 +152,13 @@ impl DefinitionSource for Store {
     async fn watch(&self, wake: Arc<Notify>, stop: CancellationToken) -> Result<()> {
         match self {
             Store::Postgres(pg) => super::pg_listen::listen(pg, wake, stop).await,
-            // One process per file: nobody else changes it behind the worker's back
-            // except `sync`, which the periodic re-read picks up.
-            Store::Sqlite(_) => Ok(()),
+            // No notifications: `sync` on the embedded store is picked up by
+            // the periodic re-read. Waits, so that the worker's supervisor
+            // does not take a return for a dead listener.
+            Store::Sqlite(_) => {
+                stop.cancelled().await;
+                Ok(())
+            }
         }
     }
 }

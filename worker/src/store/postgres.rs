@@ -32,6 +32,12 @@ fn ts(t: Timestamp) -> SqlTs {
     SqlTs::from(t)
 }
 
+/// A duration as whole milliseconds for `$n * interval '1 millisecond'`
+/// (saturating: the CLI bounds leases long before this matters).
+fn millis(d: SignedDuration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(if d.is_negative() { i64::MIN } else { i64::MAX })
+}
+
 fn opt_ts(t: Option<Timestamp>) -> Option<SqlTs> {
     t.map(SqlTs::from)
 }
@@ -266,7 +272,7 @@ impl PgStore {
         .bind(ts(b.fired_at))
         .bind(ts(b.scheduled_for))
         .bind(b.worker_id)
-        .bind(b.lease.as_millis() as i64)
+        .bind(millis(b.lease))
         .bind(b.finished_unwritten)
         .fetch_all(&self.pool)
         .await?;
@@ -370,8 +376,8 @@ impl PgStore {
              where run_id = any($1) and state = 'running' and lease_expires_at < now() + $3 * interval '1 millisecond'",
         )
         .bind(run_ids)
-        .bind(lease.as_millis() as i64)
-        .bind(within.as_millis() as i64)
+        .bind(millis(lease))
+        .bind(millis(within))
         .execute(&self.pool)
         .await?
         .rows_affected())

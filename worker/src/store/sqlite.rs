@@ -112,7 +112,8 @@ impl SqliteStore {
             if dry_run || plan.is_empty() {
                 return Ok::<_, crate::Error>((report, false));
             }
-            let now_text = to_text(now);
+            // The store's clock (one machine owns the file), not the caller's.
+            let now_text = to_text(Timestamp::now());
             for e in &plan.retired {
                 sqlx::query(
                     "update activity_definitions set enabled = 0, retired_at = ?2, updated_at = ?2 where definition_id = ?1",
@@ -191,7 +192,7 @@ impl SqliteStore {
         let n = sqlx::query("update activity_definitions set paused = ?2, updated_at = ?3 where definition_id = ?1")
             .bind(id.to_string())
             .bind(paused)
-            .bind(to_text(now))
+            .bind(to_text(Timestamp::now()))
             .execute(&mut *tx)
             .await?
             .rows_affected();

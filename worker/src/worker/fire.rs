@@ -60,6 +60,7 @@ pub(crate) fn plan<S: RunStore>(core: &Core<S>, timers: &mut Timers, due: Vec<Du
     let mut groups: BTreeMap<(Timestamp, Timestamp), Vec<Due>> = BTreeMap::new();
     for d in due {
         let spec = &d.spec;
+        spec.planned(d.instant);
         let decision = misfire::decide(&spec.schedule, &spec.definition.schedule, d.instant, d.fire, now);
         if let Some(range) = decision.missed {
             core.unfired(Unfired {
@@ -125,22 +126,10 @@ pub(crate) async fn claim_group<S: RunStore>(core: Arc<Core<S>>, mut group: Grou
             // activity's next start, fires or records these instants.
             return;
         }
-        let items = claim_items(group.instant, chunk);
-        let claimed = claim_with_retry(&core, &group, &items, give_up_at).await;
-        match claimed {
-            Some(claimed) => release(&core, &group, chunk, claimed),
-            None => {
-                for d in chunk {
-                    core.unfired(Unfired {
-                        spec: d.spec.clone(),
-                        range: MissedRange {
-                            after: d.after,
-                            upto: d.instant,
-                        },
-                        reason: MisfireReason::ClaimFailed,
-                    });
-                }
-            }
+        let mut chunk = chunk.to_vec();
+        let mut items = claim_items(group.instant, &chunk);
+        if let Some(claimed) = claim_with_retry(&core, &group, &mut chunk, &mut items, give_up_at).await {
+            release(&core, &group, &chunk, claimed);
         }
     }
 }
@@ -165,11 +154,16 @@ fn claim_items(instant: Timestamp, chunk: &[Due]) -> Vec<ClaimItem> {
         .collect()
 }
 
-/// The claim, retried on failure until `give_up_at`; None if it never went through.
+/// The claim, retried on failure until `give_up_at`; None if it never
+/// went through. An activity whose next instant has come due meanwhile
+/// leaves the retry (one claim in flight per activity: after an outage the
+/// latest instant fires, not a burst of stale ones). What is given up goes
+/// to the ledger, recorded as missed once the database takes it.
 async fn claim_with_retry<S: RunStore>(
     core: &Core<S>,
     group: &Group,
-    items: &[ClaimItem],
+    chunk: &mut Vec<Due>,
+    items: &mut Vec<ClaimItem>,
     give_up_at: Timestamp,
 ) -> Option<Vec<Claimed>> {
     let mut backoff = Backoff::new(SignedDuration::from_millis(50), SignedDuration::from_secs(1));
@@ -192,19 +186,41 @@ async fn claim_with_retry<S: RunStore>(
             Ok(r) => r,
             Err(_) => Err(crate::Error::Db(sqlx::Error::PoolTimedOut)),
         };
-        match result {
+        let e = match result {
             Ok(c) => return Some(c),
-            Err(e) if core.clock.now() + backoff.peek() < give_up_at && !core.stopping.is_cancelled() => {
-                let delay = backoff.step();
-                warn!(error = %e, instant = %group.instant, activities = items.len(), retry_in_ms = delay.as_millis(), "claim failed; retrying");
-                core.clock.sleep(delay).await;
-            }
-            Err(e) => {
-                error!(error = %e, instant = %group.instant, activities = items.len(),
-                       "claim failed past the retry window; recorded as missed once the database takes it");
-                return None;
+            Err(e) => e,
+        };
+        let retry = core.clock.now() + backoff.peek() < give_up_at && !core.stopping.is_cancelled();
+        // Keep retrying only the activities with no later instant due (in
+        // their definition order, which the lock order relies on).
+        let before = chunk.len();
+        let (mut kept_chunk, mut kept_items) = (Vec::with_capacity(before), Vec::with_capacity(before));
+        for (d, item) in chunk.drain(..).zip(items.drain(..)) {
+            if retry && !d.spec.superseded(group.instant) {
+                kept_chunk.push(d);
+                kept_items.push(item);
+            } else {
+                core.unfired(Unfired {
+                    range: MissedRange {
+                        after: d.after,
+                        upto: d.instant,
+                    },
+                    spec: d.spec,
+                    reason: MisfireReason::ClaimFailed,
+                });
             }
         }
+        (*chunk, *items) = (kept_chunk, kept_items);
+        if chunk.len() < before {
+            error!(error = %e, instant = %group.instant, activities = before - chunk.len(),
+                   "claim failed within the retry window (or a later instant came due); recorded as missed once the database takes it");
+        }
+        if chunk.is_empty() {
+            return None;
+        }
+        let delay = backoff.step();
+        warn!(error = %e, instant = %group.instant, activities = chunk.len(), retry_in_ms = delay.as_millis(), "claim failed; retrying");
+        core.clock.sleep(delay).await;
     }
 }
 

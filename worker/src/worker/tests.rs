@@ -32,6 +32,8 @@ fn transient() -> Error {
 struct Faults {
     /// Claims fail without writing (the database is away).
     claims_down: AtomicBool,
+    /// The next N claims fail without writing.
+    claims_fail_next: AtomicUsize,
     /// Claims of batches holding this definition fail without writing.
     claim_fails_for: Mutex<Option<Uuid>>,
     /// The next N claims commit, then their reply is lost.
@@ -68,7 +70,14 @@ impl RunStore for Faulty {
             self.clock.advance_to(self.clock.now() + d);
         }
         let blocked = *f.claim_fails_for.lock().unwrap();
-        if f.claims_down.load(Ordering::SeqCst) || batch.items.iter().any(|i| Some(i.definition_id) == blocked) {
+        let fail_next = f
+            .claims_fail_next
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok();
+        if fail_next
+            || f.claims_down.load(Ordering::SeqCst)
+            || batch.items.iter().any(|i| Some(i.definition_id) == blocked)
+        {
             return Err(transient());
         }
         let claimed = self.inner.claim(batch).await?;
@@ -709,4 +718,32 @@ async fn fault8_a_result_waiting_in_the_recorder_is_not_an_overlap() {
         vec![("succeeded".to_string(), Some("ok".to_string())); 2],
         "the first run had finished; its row just was not written yet"
     );
+}
+
+#[tokio::test]
+async fn fault8_a_retrying_claim_is_superseded_by_the_next_instant() {
+    let mut rig = rig(|s| vec![activity(s, 1, "* * * * * *")]).await;
+    rig.answer("/a1", OK).await;
+    rig.faults.claims_fail_next.store(1, Ordering::SeqCst);
+    // Both instants are planned before either claim task runs: the failed
+    // claim of :01 sees :02 due and leaves the retry instead of firing late
+    // next to it.
+    for at in ["2026-03-01T12:00:01Z", "2026-03-01T12:00:02Z"] {
+        rig.clock.advance_to(t(at));
+        step(&rig.core, &mut rig.timers, t(at), SignedDuration::ZERO);
+    }
+    rig.settle().await;
+    rig.drain_writers().await;
+    let rows = rig.runs().await;
+    assert_eq!(
+        states(&rows),
+        [
+            ("skipped".into(), Some("skipped_misfire".into())),
+            ("succeeded".into(), Some("ok".into()))
+        ],
+        "{rows:?}"
+    );
+    assert_eq!(rows[0].scheduled_for, Some(t("2026-03-01T12:00:01Z")));
+    assert_eq!(rows[0].context_snapshot["misfire"]["reason"], "claim_failed");
+    assert_eq!(rig.faults.claim_attempts.lock().unwrap().len(), 2, "no retry of :01");
 }

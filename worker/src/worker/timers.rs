@@ -4,6 +4,7 @@
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
 
 use jiff::{SignedDuration, Timestamp};
 use tracing::{error, info};
@@ -27,6 +28,9 @@ pub(crate) struct Fireable {
     pub schedule: Arc<Schedule>,
     /// The request with `${VAR}`s resolved, or why it cannot be built.
     pub request: Result<PreparedRequest, String>,
+    /// The latest instant taken off the timers (Unix ms): a claim still
+    /// retrying for an older one is superseded by it.
+    latest_planned: AtomicI64,
 }
 
 impl Fireable {
@@ -56,7 +60,19 @@ impl Fireable {
             spec_hash,
             schedule,
             request,
+            latest_planned: AtomicI64::new(i64::MIN),
         })
+    }
+
+    /// Notes that `instant` was taken off the timers.
+    pub fn planned(&self, instant: Timestamp) {
+        self.latest_planned
+            .fetch_max(instant.as_millisecond(), Ordering::Relaxed);
+    }
+
+    /// A later instant of this activity has come due since `instant`.
+    pub fn superseded(&self, instant: Timestamp) -> bool {
+        self.latest_planned.load(Ordering::Relaxed) > instant.as_millisecond()
     }
 
     /// When to send `instant`: the instant plus its jitter.

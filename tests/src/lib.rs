@@ -233,6 +233,20 @@ async fn nul(
 
 const OK_BODY: &str = r#"{"exit_code":0,"automation_error":false,"assessment_failures":0,"lock_skipped":false}"#;
 
+/// The id of the e2e tests' activity `n`.
+pub fn activity_id(n: u128) -> uuid::Uuid {
+    uuid::Uuid::from_u128(0x7c4e_0000_0000_4000_8000_0000_0000_0000 | n)
+}
+
+/// `actcore sync --definitions DIR` against `url`; panics with its output on failure.
+pub fn sync_dir(dir: &Path, url: &str) {
+    let (code, out, err) = run_cli(
+        &["sync", "--definitions", dir.to_str().unwrap()],
+        &[("DATABASE_URL", url)],
+    );
+    assert_eq!(code, 0, "sync failed: {out}{err}");
+}
+
 /// Writes a definition file into `dir`.
 pub fn write_definition(dir: &Path, slug: &str, id: uuid::Uuid, cron: &str, url: &str, extra: &str) {
     let text = format!(

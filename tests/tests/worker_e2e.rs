@@ -11,17 +11,7 @@ use actcore_tests::{Hub, Worker, eventually, fresh_pg_url, run_cli, write_defini
 use jiff::Timestamp;
 use uuid::Uuid;
 
-fn id(n: u128) -> Uuid {
-    Uuid::from_u128(0x7c4e_0000_0000_4000_8000_0000_0000_0000 | n)
-}
-
-fn sync(dir: &Path, url: &str) {
-    let (code, out, err) = run_cli(
-        &["sync", "--definitions", dir.to_str().unwrap()],
-        &[("DATABASE_URL", url)],
-    );
-    assert_eq!(code, 0, "sync failed: {out}{err}");
-}
+use actcore_tests::{activity_id as id, sync_dir as sync};
 
 /// A fresh database holding one activity, `id(1)`, firing every second at
 /// the hub's `/sink/{slug}`; returns its URL and the definitions directory.

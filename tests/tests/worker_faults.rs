@@ -7,21 +7,10 @@ use std::time::Duration;
 
 use actcore::schedule::Schedule;
 use actcore::store::{HistoryStore, RunFilter, RunRow, Store};
-use actcore_tests::{Hub, PgCluster, Worker, create_database, eventually, fresh_pg_url, run_cli, write_definition};
+use actcore_tests::{Hub, PgCluster, Worker, create_database, eventually, fresh_pg_url, write_definition};
 use jiff::Timestamp;
-use uuid::Uuid;
 
-fn id(n: u128) -> Uuid {
-    Uuid::from_u128(0x7c4e_0000_0000_4000_8000_0000_0000_0000 | n)
-}
-
-fn sync(dir: &std::path::Path, url: &str) {
-    let (code, out, err) = run_cli(
-        &["sync", "--definitions", dir.to_str().unwrap()],
-        &[("DATABASE_URL", url)],
-    );
-    assert_eq!(code, 0, "sync failed: {out}{err}");
-}
+use actcore_tests::{activity_id as id, sync_dir as sync};
 
 async fn all_runs(url: &str) -> Vec<RunRow> {
     let store = Store::open(Some(url)).await.unwrap();

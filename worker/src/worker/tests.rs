@@ -186,6 +186,12 @@ fn activity(server: &MockServer, n: u128, cron: &str) -> Definition {
     d
 }
 
+/// With `overlap = "skip"`.
+fn skipping(mut d: Definition) -> Definition {
+    d.schedule.overlap = Overlap::Skip;
+    d
+}
+
 async fn rig_with(defs: impl FnOnce(&MockServer) -> Vec<Definition>, slots: usize, lease: Duration) -> Rig {
     let server = MockServer::start().await;
     let defs = defs(&server);
@@ -324,11 +330,7 @@ async fn fault1_a_claim_whose_reply_was_lost_is_adopted_and_executed() {
 async fn fault1_an_orphaned_claim_is_never_renewed_and_is_reaped() {
     // A zero lease: the orphan's lease ends as soon as it is written.
     let mut rig = rig_with(
-        |s| {
-            let mut a = activity(s, 1, "* * * * * *");
-            a.schedule.overlap = Overlap::Skip;
-            vec![a]
-        },
+        |s| vec![skipping(activity(s, 1, "* * * * * *"))],
         MAX_CONCURRENT_REQUESTS,
         Duration::ZERO,
     )
@@ -655,12 +657,7 @@ async fn fault7_the_default_grace_covers_the_preflight() {
 
 #[tokio::test]
 async fn fault8_instants_lost_while_the_database_is_away_are_recorded_once_it_is_back() {
-    let mut rig = rig(|s| {
-        let mut a = activity(s, 1, "* * * * * *");
-        a.schedule.overlap = Overlap::Skip;
-        vec![a]
-    })
-    .await;
+    let mut rig = rig(|s| vec![skipping(activity(s, 1, "* * * * * *"))]).await;
     rig.answer("/a1", OK).await;
     rig.faults.claims_down.store(true, Ordering::SeqCst);
     rig.faults.misfires_down.store(true, Ordering::SeqCst);
@@ -700,12 +697,7 @@ async fn fault8_instants_lost_while_the_database_is_away_are_recorded_once_it_is
 
 #[tokio::test]
 async fn fault8_a_result_waiting_in_the_recorder_is_not_an_overlap() {
-    let mut rig = rig(|s| {
-        let mut a = activity(s, 1, "* * * * * *");
-        a.schedule.overlap = Overlap::Skip;
-        vec![a]
-    })
-    .await;
+    let mut rig = rig(|s| vec![skipping(activity(s, 1, "* * * * * *"))]).await;
     rig.answer("/a1", OK).await;
     rig.faults.finish_down.store(true, Ordering::SeqCst);
     rig.fire_at("2026-03-01T12:00:01Z").await;

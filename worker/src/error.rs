@@ -28,6 +28,10 @@ pub enum Error {
     Locked(String),
     #[error("{0}")]
     Io(#[from] std::io::Error),
+    /// Standard output was closed by its reader (`actcore runs | head -1`):
+    /// the command stops printing and ends quietly, with success.
+    #[error("standard output closed")]
+    StdoutClosed,
 }
 
 impl Error {
@@ -37,6 +41,7 @@ impl Error {
             Error::Definitions(_) | Error::Config(_) | Error::Locked(_) => 78,
             Error::Usage(_) => 2,
             Error::Connect { .. } | Error::Db(_) | Error::Migrate(_) | Error::Io(_) => 1,
+            Error::StdoutClosed => 0,
         }
     }
 
@@ -51,6 +56,7 @@ impl Error {
             Error::Config(_) => "config",
             Error::Locked(_) => "locked",
             Error::Io(_) => "io",
+            Error::StdoutClosed => "stdout_closed",
         }
     }
 }

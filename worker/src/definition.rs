@@ -196,8 +196,57 @@ const WINDOW: Limits = limits(Dur::from_secs(3600), SECOND, Dur::from_days(31));
 const OPEN_FOR: Limits = limits(Dur::from_secs(1800), SECOND, Dur::from_days(7));
 
 impl Definition {
+    /// Reads a canonical spec as stored by `sync`: tolerant where files are
+    /// strict. Keys this binary does not know (a newer `sync` wrote them)
+    /// are ignored, each logged once per process with the activity; see
+    /// [`Definition::from_stored_spec`].
+    pub fn from_stored(spec: serde_json::Value) -> Result<Definition, serde_json::Error> {
+        let (definition, unknown) = Definition::from_stored_spec(spec)?;
+        if !unknown.is_empty() {
+            static LOGGED: std::sync::Mutex<Option<std::collections::HashSet<(Uuid, String)>>> =
+                std::sync::Mutex::new(None);
+            let mut logged = LOGGED.lock().unwrap_or_else(|e| e.into_inner());
+            for key in unknown {
+                if logged.get_or_insert_default().insert((definition.id, key.clone())) {
+                    tracing::warn!(
+                        activity = %definition.slug,
+                        definition_id = %definition.id,
+                        key = %key,
+                        "the stored spec has a key this version of actcore does not know (a newer sync wrote it); ignoring it"
+                    );
+                }
+            }
+        }
+        Ok(definition)
+    }
+
+    /// [`Definition::from_stored`] without the logging: the definition and
+    /// the dotted paths of the keys it ignored (`schedule.buffer`, `canary`).
+    /// Values under `action.body` and `action.headers` are the user's, never unknown.
+    pub fn from_stored_spec(mut spec: serde_json::Value) -> Result<(Definition, Vec<String>), serde_json::Error> {
+        static KNOWN: std::sync::OnceLock<serde_json::Value> = std::sync::OnceLock::new();
+        let known = KNOWN.get_or_init(|| {
+            // Every optional key set, so that every key this binary knows is present.
+            let mut full = sample(Uuid::nil(), "known", "* * * * *", "http://known");
+            full.schedule.catchup_window = Some(Dur::ZERO);
+            full.action.body = Some(serde_json::Value::Null);
+            full.action.headers.insert("known".into(), String::new());
+            full.action.preflight = Some(String::new());
+            full.canonical_json()
+        });
+        let mut unknown = Vec::new();
+        prune_unknown(&mut spec, known, "", &mut unknown);
+        Ok((serde_json::from_value(spec)?, unknown))
+    }
+
     /// The canonical spec: this definition as JSON with sorted keys and
     /// canonical durations; what is stored and hashed.
+    ///
+    /// A key added later must keep the hash of every definition that does
+    /// not use it (no churn on upgrade: a resync would otherwise mark every
+    /// activity changed and restart its timer): make it optional and leave
+    /// it out at its default, `#[serde(default, skip_serializing_if =
+    /// "is_default")]`. The pinned hashes in the tests hold this.
     pub fn canonical_json(&self) -> serde_json::Value {
         // serde_json's Value keeps object keys sorted (no preserve_order).
         serde_json::to_value(self).expect("a definition always serialises")
@@ -205,9 +254,7 @@ impl Definition {
 
     /// Hex SHA-256 of the canonical spec: "changed" means this changed.
     pub fn spec_hash(&self) -> String {
-        let bytes = serde_json::to_vec(&self.canonical_json()).expect("serialises");
-        let digest = Sha256::digest(&bytes);
-        digest.iter().map(|b| format!("{b:02x}")).collect()
+        hash_spec(&self.canonical_json())
     }
 
     /// The parsed schedule (validated at load, so this cannot fail for a
@@ -1009,6 +1056,47 @@ impl Validator<'_> {
                 .unwrap_or_default(),
         }
     }
+}
+
+/// Hex SHA-256 of a canonical spec's JSON text.
+pub fn hash_spec(spec: &serde_json::Value) -> String {
+    let bytes = serde_json::to_vec(spec).expect("serialises");
+    let digest = Sha256::digest(&bytes);
+    digest.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// True for a value at its type's default: how a key added later stays out
+/// of the canonical spec (and its hash) when a definition does not use it.
+pub fn is_default<T: Default + PartialEq>(value: &T) -> bool {
+    *value == T::default()
+}
+
+/// Removes from `spec` the object keys that `known` (a spec with every key
+/// set) does not have, recording their dotted paths. The user's own maps
+/// (`action.body`, `action.headers`) are left whole.
+fn prune_unknown(spec: &mut serde_json::Value, known: &serde_json::Value, path: &str, unknown: &mut Vec<String>) {
+    let (Some(spec), Some(known)) = (spec.as_object_mut(), known.as_object()) else {
+        return;
+    };
+    spec.retain(|key, value| {
+        let child = if path.is_empty() {
+            key.clone()
+        } else {
+            format!("{path}.{key}")
+        };
+        match known.get(key) {
+            None => {
+                unknown.push(child);
+                false
+            }
+            Some(k) => {
+                if !matches!(child.as_str(), "action.body" | "action.headers") {
+                    prune_unknown(value, k, &child, unknown);
+                }
+                true
+            }
+        }
+    });
 }
 
 /// A valid definition built in code, with the defaults a file would get:

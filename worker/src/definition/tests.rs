@@ -423,3 +423,92 @@ fn fault9_invalid_utf8_names_the_line_not_the_permissions() {
     );
     assert!(p.fix.contains("UTF-8") && !p.fix.contains("permission"), "{p}");
 }
+
+// ---------------------------------------------------------------- evolution (issue 8)
+
+/// Files are strict where people write them; specs in the database are
+/// read tolerantly: a newer `sync` may have written keys this binary does
+/// not know. They are dropped and named; the user's body is left whole.
+#[test]
+fn a_stored_spec_with_unknown_keys_is_read_and_the_keys_named() {
+    let d = parse(FLAGSHIP).unwrap();
+    let mut spec = d.canonical_json();
+    spec["canary"] = serde_json::json!({"verify": "${STATE_HUB_URL}/progress"});
+    spec["schedule"]["buffer"] = serde_json::json!(1);
+    spec["action"]["retry_on"] = serde_json::json!([502]);
+    spec["action"]["body"]["a_body_key"] = serde_json::json!("the user's own");
+    spec["guard"]["budget"] = serde_json::json!({"per_day": 10});
+    let (read, unknown) = Definition::from_stored_spec(spec.clone()).unwrap();
+    assert_eq!(
+        unknown,
+        ["action.retry_on", "canary", "guard.budget", "schedule.buffer"]
+    );
+    assert_eq!(read.action.body.as_ref().unwrap()["a_body_key"], "the user's own");
+    let mut expected = d.clone();
+    expected.action.body.as_mut().unwrap()["a_body_key"] = serde_json::json!("the user's own");
+    assert_eq!(read, expected);
+    assert_eq!(Definition::from_stored(spec).unwrap(), expected);
+    // The same keys in a file are still refused.
+    one_problem(
+        &FLAGSHIP.replace("[schedule]", "[schedule]\nbuffer = 1"),
+        "schedule.buffer",
+    );
+    one_problem(&format!("{FLAGSHIP}\n[canary]\nverify = \"x\"\n"), "canary");
+}
+
+/// The canonical form of today's definitions, pinned: a change to it
+/// (a new key written at its default, a renamed field) changes every
+/// stored spec_hash, and the next sync marks every activity changed.
+#[test]
+fn the_canonical_form_is_pinned() {
+    assert_eq!(
+        parse(MINIMAL).unwrap().spec_hash(),
+        "dd44087882e4fb20ecd5dd3facd684805da558a06056e52438b591fd963b515b",
+        "the canonical spec changed: keep new keys out of it at their default (is_default)"
+    );
+    assert_eq!(
+        parse(FLAGSHIP).unwrap().spec_hash(),
+        "1932a48715f6b8141128ee1611df6b8adf2f4b48f926606f15ed2d8b0b03acb4"
+    );
+}
+
+/// How a later version adds a key: optional, left out at its default. A
+/// definition that does not use it keeps its spec_hash (no churn on
+/// upgrade); one that does gets a new hash, and this (older) binary reads
+/// that spec, ignoring the key.
+#[test]
+fn adding_an_optional_key_at_its_default_leaves_spec_hash_unchanged() {
+    #[derive(serde::Serialize, Default, PartialEq)]
+    struct Canary {
+        verify: String,
+    }
+    #[derive(serde::Serialize)]
+    struct Newer {
+        #[serde(flatten)]
+        current: Definition,
+        #[serde(default, skip_serializing_if = "is_default")]
+        canary: Option<Canary>,
+        #[serde(default, skip_serializing_if = "is_default")]
+        max_concurrent: u32,
+    }
+    for text in [MINIMAL, FLAGSHIP] {
+        let d = parse(text).unwrap();
+        let newer = |canary, max_concurrent| {
+            serde_json::to_value(Newer {
+                current: d.clone(),
+                canary,
+                max_concurrent,
+            })
+            .unwrap()
+        };
+        let at_default = newer(None, 0);
+        assert_eq!(at_default, d.canonical_json());
+        assert_eq!(hash_spec(&at_default), d.spec_hash());
+
+        let used = newer(Some(Canary { verify: "x".into() }), 2);
+        assert_ne!(hash_spec(&used), d.spec_hash());
+        let (read, unknown) = Definition::from_stored_spec(used).unwrap();
+        assert_eq!(read, d);
+        assert_eq!(unknown, ["canary", "max_concurrent"]);
+    }
+}

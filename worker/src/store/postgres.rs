@@ -145,7 +145,8 @@ impl PgStore {
             .map(|r| {
                 let spec: serde_json::Value = r.get("spec");
                 Ok(StoredDefinition {
-                    definition: serde_json::from_value(spec).map_err(|e| sqlx::Error::Decode(Box::new(e)))?,
+                    definition: crate::definition::Definition::from_stored(spec)
+                        .map_err(|e| sqlx::Error::Decode(Box::new(e)))?,
                     spec_hash: r.get("spec_hash"),
                     enabled: r.get("enabled"),
                     paused: r.get("paused"),

@@ -164,7 +164,7 @@ impl SqliteStore {
         rows.iter()
             .map(|r| {
                 Ok(StoredDefinition {
-                    definition: serde_json::from_value(json_of(r, "spec")?)
+                    definition: crate::definition::Definition::from_stored(json_of(r, "spec")?)
                         .map_err(|e| sqlx::Error::Decode(Box::new(e)))?,
                     spec_hash: r.try_get("spec_hash")?,
                     enabled: r.try_get("enabled")?,

@@ -27,6 +27,7 @@ impl Db {
             },
             Backend::Sqlite => {
                 let (dir, url) = fresh_sqlite_url();
+                Store::open_and_migrate(Some(&url)).await.expect("migrate");
                 Db { url, _dir: Some(dir) }
             }
         }
@@ -727,7 +728,7 @@ fn check_env_reports_unset_variables() {
 
     let store_dir = tempdir();
     let url = format!("sqlite://{}", store_dir.path().join("actcore.db").display());
-    let sync = run_cli(&["sync", "--definitions", d], &[("DATABASE_URL", &url)]);
+    let sync = run_cli(&["sync", "--migrate", "--definitions", d], &[("DATABASE_URL", &url)]);
     assert_exit(&sync, 0, "sync with an unset variable");
     assert!(sync.1.contains("2 added"), "{}", sync.1);
 }
@@ -820,6 +821,7 @@ fn fault9_closed_stdout_ends_quietly_instead_of_panicking() {
     for args in [
         vec!["definitions", "check", path_str(defs.path())],
         vec!["definitions", "check", "--json", path_str(defs.path())],
+        vec!["migrate"],
         vec!["sync", "--definitions", path_str(defs.path())],
         vec!["status"],
     ] {
@@ -916,30 +918,7 @@ stderr: {stderr}"
     assert!(!db_file.exists(), "a refused command opened the store");
 }
 
-macro_rules! both_backends {
-    ($($name:ident),+ $(,)?) => {
-        mod postgres {
-            use super::*;
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    super::$name(Backend::Postgres).await;
-                }
-            )+
-        }
-        mod sqlite {
-            use super::*;
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    super::$name(Backend::Sqlite).await;
-                }
-            )+
-        }
-    };
-}
-
-both_backends!(
+actcore_tests::both_backends!(
     sync_is_idempotent,
     retire_keeps_history,
     paused_survives_sync,

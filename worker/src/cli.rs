@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 use crate::definition::{self, Loaded, Problem, Problems};
 use crate::duration::{Bounds, Dur};
 use crate::error::{Error, Result};
-use crate::store::{RunFilter, Store};
+use crate::store::{RunFilter, Store, schema};
 use crate::telemetry::LogFormat;
 use crate::worker::{self, WorkerConfig};
 use crate::{action, schedule, template};
@@ -66,7 +66,20 @@ pub enum Command {
         /// Show what would change and write nothing.
         #[arg(long)]
         dry_run: bool,
+        /// Apply pending schema migrations first, as `actcore migrate` does
+        /// (the sync Job of a rollout); without it, sync needs a migrated schema.
+        #[arg(long)]
+        migrate: bool,
     },
+    /// Apply the schema migrations this version has and the database lacks.
+    ///
+    /// The one command that changes the schema (besides `dev` and `sync
+    /// --migrate`): run it before rolling out a new version; every other
+    /// command exits 78 on a schema older than it needs. Migrations are
+    /// additive, so the replicas still running the previous version keep
+    /// working. A schema newer than this version (a later one migrated it)
+    /// is left as it is. Safe to run again, and from several places at once.
+    Migrate,
     /// Schedule maths from the definition file (no database).
     #[command(subcommand)]
     Schedule(ScheduleCmd),
@@ -174,9 +187,15 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Definitions(DefinitionsCmd::Check { dir, env }) => {
             check(dir.as_deref().unwrap_or(&g.definitions), *env, g.json)
         }
-        Command::Sync { dry_run } => {
+        Command::Sync { dry_run, migrate } => {
             let files = definition::load_dir(&g.definitions)?;
-            let store = Store::open(g.database_url.as_deref()).await?;
+            let store = if *migrate && !*dry_run {
+                let store = Store::connect(g.database_url.as_deref()).await?;
+                report_migration(&schema::migrate(&store).await?);
+                store
+            } else {
+                Store::open(g.database_url.as_deref()).await?
+            };
             let report = store.sync(&files, Timestamp::now(), *dry_run).await?;
             if g.json {
                 print_json(&report)?;
@@ -203,6 +222,29 @@ pub async fn run(cli: Cli) -> Result<()> {
             }
             Ok(())
         }
+        Command::Migrate => {
+            let store = Store::connect(g.database_url.as_deref()).await?;
+            let report = schema::migrate(&store).await?;
+            if g.json {
+                print_json(&report)?;
+            } else {
+                let latest = report.status.version.unwrap_or_default();
+                out!(
+                    "migrated {}: applied {} migration{}; schema at version {latest} (this actcore needs {})",
+                    report.store,
+                    report.applied.len(),
+                    if report.applied.len() == 1 { "" } else { "s" },
+                    report.status.needed
+                );
+                for a in &report.applied {
+                    out!("  applied {} {}", a.version, a.description);
+                }
+                for v in &report.status.newer {
+                    out!("  newer   {v} (applied by a later actcore; left as it is)");
+                }
+            }
+            Ok(())
+        }
         Command::Schedule(ScheduleCmd::Preview { slug, from, count }) => {
             preview(&g.definitions, slug, *from, *count as usize, g.json)
         }
@@ -215,7 +257,8 @@ pub async fn run(cli: Cli) -> Result<()> {
             if g.database_url.is_some() {
                 tracing::info!("dev: using DATABASE_URL instead of the embedded store");
             }
-            let store = Store::open(g.database_url.as_deref()).await?;
+            // The newcomer's mode owns its store: it migrates it itself.
+            let store = Store::open_and_migrate(g.database_url.as_deref()).await?;
             let _lock = hold_embedded_lock(&store)?;
             let files = definition::load_dir(&g.definitions)?;
             let report = store.sync(&files, Timestamp::now(), false).await?;
@@ -229,12 +272,7 @@ pub async fn run(cli: Cli) -> Result<()> {
                 g.definitions.display()
             );
             for l in &files {
-                let unset: Vec<String> = l
-                    .definition
-                    .template_vars()
-                    .into_iter()
-                    .filter(|v| template::worker_lookup(v).is_none())
-                    .collect();
+                let unset = unset_vars(&l.definition);
                 if !unset.is_empty() {
                     tracing::warn!(
                         activity = %l.definition.slug,
@@ -262,17 +300,21 @@ pub async fn run(cli: Cli) -> Result<()> {
     }
 }
 
+/// The `${VAR}`s of a definition the worker could not resolve here (its defaults count as set).
+fn unset_vars(definition: &definition::Definition) -> Vec<String> {
+    definition
+        .template_vars()
+        .into_iter()
+        .filter(|v| template::worker_lookup(v).is_none())
+        .collect()
+}
+
 fn check(dir: &Path, env: bool, json: bool) -> Result<()> {
     let loaded = definition::load_dir(dir)?;
     let mut problems = Vec::new();
     if env {
         for l in &loaded {
-            let unset: Vec<String> = l
-                .definition
-                .template_vars()
-                .into_iter()
-                .filter(|v| template::worker_lookup(v).is_none())
-                .collect();
+            let unset = unset_vars(&l.definition);
             for var in &unset {
                 problems.push(Problem {
                     file: l.file.clone(),
@@ -317,6 +359,13 @@ fn check(dir: &Path, env: bool, json: bool) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// A migration on the way to another command is logged, not printed: stdout is that command's.
+fn report_migration(report: &schema::MigrateReport) {
+    for a in &report.applied {
+        tracing::info!(version = a.version, description = %a.description, "applied a schema migration");
+    }
 }
 
 fn find_loaded<'a>(loaded: &'a [Loaded], slug: &str) -> Result<&'a Loaded> {

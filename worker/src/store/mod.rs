@@ -7,6 +7,7 @@
 //! runs against each.
 
 mod postgres;
+pub mod schema;
 mod sqlite;
 pub mod time;
 
@@ -259,9 +260,26 @@ pub fn default_sqlite_url(dir: &Path) -> String {
 }
 
 impl Store {
-    /// Opens (and migrates) the store at `url`. With no URL, the embedded
-    /// SQLite file under `.actcore/` in the working directory.
+    /// Opens the store at `url` and checks that its schema has every
+    /// migration this binary needs (else exit 78 naming `actcore migrate`,
+    /// see [`schema`]). With no URL, the embedded SQLite file under
+    /// `.actcore/` in the working directory.
     pub async fn open(url: Option<&str>) -> Result<Store> {
+        let store = Store::connect(url).await?;
+        schema::check(&store).await?;
+        Ok(store)
+    }
+
+    /// Opens the store and applies the migrations it lacks: `actcore
+    /// migrate`, `dev`, and test harnesses on a fresh database.
+    pub async fn open_and_migrate(url: Option<&str>) -> Result<Store> {
+        let store = Store::connect(url).await?;
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    /// Opens the store at `url` without looking at its schema.
+    pub async fn connect(url: Option<&str>) -> Result<Store> {
         let url = match url {
             Some(u) if !u.trim().is_empty() => u.to_string(),
             _ => default_sqlite_url(Path::new(".")),
@@ -276,7 +294,6 @@ impl Store {
                 redact_url(&url)
             )));
         };
-        store.migrate().await?;
         Ok(store)
     }
 

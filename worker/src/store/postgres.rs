@@ -19,8 +19,6 @@ use crate::error::{Error, Result};
 use crate::run::{ErrorCode, State};
 use crate::sync::{Existing, SyncReport, Upsert};
 
-static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
-
 /// A pool on a Postgres database.
 #[derive(Clone, Debug)]
 pub struct PgStore {
@@ -72,7 +70,9 @@ impl PgStore {
 
     pub async fn migrate(&self) -> Result<()> {
         // Serialise concurrent starts of several replicas (sqlx also locks).
-        MIGRATOR.run(&self.pool).await?;
+        super::schema::tolerant(&super::schema::POSTGRES)
+            .run(&self.pool)
+            .await?;
         Ok(())
     }
 

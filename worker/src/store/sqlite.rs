@@ -21,8 +21,6 @@ use crate::error::Result;
 use crate::run::{ErrorCode, State};
 use crate::sync::{Existing, SyncReport, Upsert};
 
-static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
-
 #[derive(Clone, Debug)]
 pub struct SqliteStore {
     pool: SqlitePool,
@@ -83,7 +81,7 @@ impl SqliteStore {
     }
 
     pub async fn migrate(&self) -> Result<()> {
-        MIGRATOR.run(&self.pool).await?;
+        super::schema::tolerant(&super::schema::SQLITE).run(&self.pool).await?;
         Ok(())
     }
 

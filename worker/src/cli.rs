@@ -67,7 +67,8 @@ pub enum Command {
         #[arg(long)]
         dry_run: bool,
         /// Apply pending schema migrations first, as `actcore migrate` does
-        /// (the sync Job of a rollout); without it, sync needs a migrated schema.
+        /// (the sync Job of a rollout); without it, or with --dry-run (which
+        /// writes nothing), sync needs a migrated schema.
         #[arg(long)]
         migrate: bool,
     },

@@ -28,11 +28,16 @@ pub fn pg_admin_url() -> String {
     })
 }
 
-/// A new, empty database on the test server; returns its URL.
+/// A new, migrated database on the test server (as `actcore migrate`
+/// leaves it); returns its URL.
 pub async fn fresh_pg_url() -> String {
-    create_database(&pg_admin_url(), "actcore_t")
+    let url = create_database(&pg_admin_url(), "actcore_t")
         .await
-        .expect("create a test database on ACTCORE_TEST_PG_URL")
+        .expect("create a test database on ACTCORE_TEST_PG_URL");
+    actcore::store::Store::open_and_migrate(Some(&url))
+        .await
+        .expect("migrate the test database");
+    url
 }
 
 /// Creates `{prefix}_{uuid}` on the server `admin` points at and returns
@@ -71,7 +76,9 @@ pub async fn fresh_store(backend: Backend) -> (actcore::store::Store, Option<tem
             (Some(d), u)
         }
     };
-    let store = actcore::store::Store::open(Some(&url)).await.expect("open store");
+    let store = actcore::store::Store::open_and_migrate(Some(&url))
+        .await
+        .expect("open store");
     (store, dir, url)
 }
 
@@ -466,4 +473,30 @@ fn is_root() -> bool {
         .output()
         .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
         .unwrap_or(false)
+}
+
+/// Runs each listed `async fn name(backend: Backend)` of a test file as two
+/// tests, `postgres::name` and `sqlite::name`.
+#[macro_export]
+macro_rules! both_backends {
+    ($($name:ident),+ $(,)?) => {
+        mod postgres {
+            use super::*;
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name($crate::Backend::Postgres).await;
+                }
+            )+
+        }
+        mod sqlite {
+            use super::*;
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name($crate::Backend::Sqlite).await;
+                }
+            )+
+        }
+    };
 }

@@ -27,6 +27,7 @@ impl Db {
             },
             Backend::Sqlite => {
                 let (dir, url) = fresh_sqlite_url();
+                Store::open_and_migrate(Some(&url)).await.expect("migrate");
                 Db { url, _dir: Some(dir) }
             }
         }
@@ -439,6 +440,22 @@ fn unreachable_database_is_one_line_without_password() {
     }
 }
 
+/// libpq takes the password as a query parameter too: it is not printed either.
+#[test]
+fn fault9_password_in_the_query_is_not_printed() {
+    for url in [
+        "postgres://user@127.0.0.1:1/db?password=secret",
+        "postgres://user@127.0.0.1:1/db?sslmode=disable&sslpassword=secret&PassWord=secret",
+        "mysql://user:secret@127.0.0.1:1/db?password=secret",
+    ] {
+        let (code, stdout, stderr) = run_cli(&["status"], &[("DATABASE_URL", url)]);
+        assert!(code == 1 || code == 78, "{url}: exit code {code}; stderr: {stderr}");
+        assert!(stdout.is_empty(), "{url}: {stdout}");
+        assert!(stderr.contains("127.0.0.1:1"), "{url}: names the host: {stderr}");
+        assert!(!stderr.contains("secret"), "{url}: leaks the password: {stderr}");
+    }
+}
+
 // ---------------------------------------------------------------- bad input
 
 /// A valid file every bad-input directory also holds, so that the message
@@ -586,6 +603,38 @@ fn cases() -> Vec<Case> {
             says: "duration",
         },
         Case {
+            name: "http url without a host",
+            files: vec![("nohost.toml", file(&id(), "nohost", cron, "url = \"http://\""))],
+            bad: "nohost.toml",
+            key: "action.url",
+            says: "no host",
+        },
+        Case {
+            name: "jitter not below the grace",
+            files: vec![(
+                "jittery.toml",
+                file(&id(), "jittery", &format!("{cron}\njitter = \"2m\""), &url),
+            )],
+            bad: "jittery.toml",
+            key: "schedule.jitter",
+            says: "misfire_grace (1m)",
+        },
+        Case {
+            name: "huge duration",
+            files: vec![(
+                "huge.toml",
+                file(
+                    &id(),
+                    "huge",
+                    &format!("{cron}\nmisfire_grace = \"200000000000d\""),
+                    &url,
+                ),
+            )],
+            bad: "huge.toml",
+            key: "schedule.misfire_grace",
+            says: "above the maximum 7d",
+        },
+        Case {
             name: "http action without url",
             files: vec![(
                 "nourl.toml",
@@ -679,7 +728,7 @@ fn check_env_reports_unset_variables() {
 
     let store_dir = tempdir();
     let url = format!("sqlite://{}", store_dir.path().join("actcore.db").display());
-    let sync = run_cli(&["sync", "--definitions", d], &[("DATABASE_URL", &url)]);
+    let sync = run_cli(&["sync", "--migrate", "--definitions", d], &[("DATABASE_URL", &url)]);
     assert_exit(&sync, 0, "sync with an unset variable");
     assert!(sync.1.contains("2 added"), "{}", sync.1);
 }
@@ -707,30 +756,169 @@ fn check_lists_valid_definitions() {
     assert!(stderr.contains(&missing.display().to_string()), "{stderr}");
 }
 
-macro_rules! both_backends {
-    ($($name:ident),+ $(,)?) => {
-        mod postgres {
-            use super::*;
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    super::$name(Backend::Postgres).await;
-                }
-            )+
-        }
-        mod sqlite {
-            use super::*;
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    super::$name(Backend::Sqlite).await;
-                }
-            )+
-        }
-    };
+/// A definition file that became a dangling symlink: `check` and `sync`
+/// refuse it (exit 78, the file named) instead of skipping it, and the
+/// activity is not retired.
+#[tokio::test]
+async fn fault9_dangling_symlink_is_a_problem_and_nothing_is_retired() {
+    let db = Db::fresh(Backend::Sqlite).await;
+    let defs = tempdir();
+    good_file(defs.path());
+    write_definition(defs.path(), "linked", Uuid::new_v4(), "*/5 * * * *", URL, "");
+    assert_exit(&db.sync(defs.path()), 0, "first sync");
+    let before = dump(&db.open().await).await;
+
+    let link = defs.path().join("linked.toml");
+    std::fs::remove_file(&link).unwrap();
+    std::os::unix::fs::symlink(defs.path().join("moved-away.toml"), &link).unwrap();
+    let check = run_cli(&["definitions", "check", path_str(defs.path())], &[]);
+    let sync = db.sync(defs.path());
+    for (what, out) in [("check", &check), ("sync", &sync)] {
+        assert_exit(out, 78, what);
+        assert!(
+            out.2
+                .contains(&format!("{}: cannot read: dangling symlink", link.display())),
+            "{what}: {}",
+            out.2
+        );
+        assert!(out.2.contains("moved-away.toml"), "{what}: names the target: {}", out.2);
+        assert!(
+            !out.1.contains("all valid") && !out.1.contains("retired"),
+            "{what}: {}",
+            out.1
+        );
+    }
+    assert_eq!(dump(&db.open().await).await, before, "a refused sync wrote (retired?)");
 }
 
-both_backends!(
+/// Runs `actcore` with its stdout a pipe whose reader is already closed,
+/// as `actcore … | head -1` leaves it once head has its line.
+fn run_with_closed_stdout(args: &[&str], env: &[(&str, &str)]) -> (i32, String) {
+    let (reader, writer) = std::io::pipe().expect("pipe");
+    drop(reader);
+    let mut cmd = std::process::Command::new(actcore_tests::actcore_bin());
+    cmd.args(args)
+        .env_remove("DATABASE_URL")
+        .env("RUST_LOG", "warn")
+        .stdout(writer)
+        .stderr(std::process::Stdio::piped());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().expect("run actcore");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn fault9_closed_stdout_ends_quietly_instead_of_panicking() {
+    let defs = tempdir();
+    good_file(defs.path());
+    let store_dir = tempdir();
+    let url = format!("sqlite://{}", store_dir.path().join("actcore.db").display());
+    for args in [
+        vec!["definitions", "check", path_str(defs.path())],
+        vec!["definitions", "check", "--json", path_str(defs.path())],
+        vec!["migrate"],
+        vec!["sync", "--definitions", path_str(defs.path())],
+        vec!["status"],
+    ] {
+        let (code, stderr) = run_with_closed_stdout(&args, &[("DATABASE_URL", &url)]);
+        assert_eq!(code, 0, "{args:?}: {stderr}");
+        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+        assert!(stderr.trim().is_empty(), "{args:?}: quiet: {stderr}");
+    }
+    // The sync did its work although nobody read its summary.
+    let status = run_cli(&["status", "--json"], &[("DATABASE_URL", &url)]);
+    assert_exit(&status, 0, "status");
+    assert!(status.1.contains("\"good\""), "{}", status.1);
+}
+
+/// The worker defaults `${ACTCORE_SOURCE}` to `activity-core`, so `check
+/// --env` counts it as set; a variable that resolves to a URL without a
+/// host is reported on `action.url`.
+#[test]
+fn fault10_check_env_counts_the_worker_defaults_as_set() {
+    let dir = tempdir();
+    let text = format!(
+        "id = \"{}\"\nslug = \"sourced\"\n[schedule]\ncron = \"*/5 * * * *\"\n[action]\nurl = \"{URL}\"\nbody = {{ source = \"${{ACTCORE_SOURCE}}\" }}\n",
+        Uuid::new_v4()
+    );
+    std::fs::write(dir.path().join("sourced.toml"), text).unwrap();
+    let d = path_str(dir.path());
+    let env = run_cli(&["definitions", "check", "--env", d], &[]);
+    assert_exit(&env, 0, "check --env with ACTCORE_SOURCE unset");
+
+    let var = "ACTCORE_TEST_HUB_URL_WITHOUT_HOST";
+    write_definition(
+        dir.path(),
+        "hostless",
+        Uuid::new_v4(),
+        "*/5 * * * *",
+        &format!("${{{var}}}"),
+        "",
+    );
+    let plain = run_cli(&["definitions", "check", d], &[(var, "http://")]);
+    assert_exit(&plain, 0, "a URL that is all ${VAR} is checked only with --env");
+    let env = run_cli(&["definitions", "check", "--env", d], &[(var, "http://")]);
+    assert_exit(&env, 78, "check --env with a hostless URL");
+    let hostless = dir.path().join("hostless.toml");
+    assert!(
+        env.2.contains(&format!("{}: action.url: ", hostless.display())),
+        "{}",
+        env.2
+    );
+}
+
+/// Flags that would panic or defeat the lease are refused when parsed,
+/// naming the flag and the range, before anything starts.
+#[test]
+fn fault4_out_of_range_duration_flags_are_refused() {
+    let store_dir = tempdir();
+    let db_file = store_dir.path().join("actcore.db");
+    let url = format!("sqlite://{}", db_file.display());
+    for (args, flag, range) in [
+        (vec!["worker", "--lease", "1ms"], "--lease", "from 2s to 1d"),
+        (vec!["worker", "--lease", "99999999999d"], "--lease", "from 2s to 1d"),
+        (vec!["dev", "--lease", "2d"], "--lease", "from 2s to 1d"),
+        (vec!["worker", "--reread", "0s"], "--reread", "from 1s to 1d"),
+        (
+            vec!["worker", "--shutdown-grace", "300000000000d"],
+            "--shutdown-grace",
+            "too large",
+        ),
+        (
+            vec!["worker", "--shutdown-grace", "2d"],
+            "--shutdown-grace",
+            "from 0s to 1d",
+        ),
+        (vec!["schedule", "preview", "x", "--count", "0"], "--count", "1..=10000"),
+        (
+            vec!["runs", "--since-hours", "4294967295"],
+            "--since-hours",
+            "1..=87600",
+        ),
+        (vec!["runs", "--limit=-1"], "--limit", "1..=10000"),
+    ] {
+        let (code, stdout, stderr) = run_cli(&args, &[("DATABASE_URL", &url)]);
+        assert_eq!(
+            code, 2,
+            "{args:?}: usage error
+stdout: {stdout}
+stderr: {stderr}"
+        );
+        assert!(stderr.contains(flag) && stderr.contains(range), "{args:?}: {stderr}");
+        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+    }
+    let (code, _, stderr) = run_cli(&["worker", "--help"], &[]);
+    assert_eq!(code, 0);
+    assert!(stderr.is_empty());
+    assert!(!db_file.exists(), "a refused command opened the store");
+}
+
+actcore_tests::both_backends!(
     sync_is_idempotent,
     retire_keeps_history,
     paused_survives_sync,

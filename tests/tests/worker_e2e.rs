@@ -387,7 +387,7 @@ async fn instants_missed_while_down_are_recorded_as_misfires_never_fired_late() 
     // grace of its instant (its arrival time, not the planned `fired_at`),
     // and each executed run's recorded lateness says the same.
     let arrivals = hub.arrivals();
-    assert!(arrivals.len() >= 3, "{arrivals:?}");
+    assert!(arrivals.len() >= 2, "both workers sent: {arrivals:?}");
     for a in &arrivals {
         let instant = a.scheduled_for.expect("X-Actcore-Scheduled-For on every request");
         let late = a.at.duration_since(instant);

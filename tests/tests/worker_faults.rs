@@ -140,6 +140,7 @@ async fn fault8_a_database_restart_loses_no_instant_and_the_worker_recovers() {
     let url = create_database(&pg.url(), "actcore_outage")
         .await
         .expect("a database on the own cluster");
+    Store::open_and_migrate(Some(&url)).await.expect("migrate");
     let hub = Hub::start().await;
     let dir = tempfile::tempdir().unwrap();
     let every_2s = "*/2 * * * * *";

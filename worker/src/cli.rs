@@ -10,12 +10,19 @@ use jiff::Timestamp;
 use tokio_util::sync::CancellationToken;
 
 use crate::definition::{self, Loaded, Problem, Problems};
-use crate::duration::Dur;
+use crate::duration::{Bounds, Dur};
 use crate::error::{Error, Result};
-use crate::schedule;
-use crate::store::{DefinitionSource, HistoryStore, RunFilter, Store};
+use crate::store::{DefinitionSource, HistoryStore, RunFilter, Store, schema};
 use crate::telemetry::LogFormat;
 use crate::worker::{self, WorkerConfig};
+use crate::{action, schedule, template};
+
+/// `println!` that returns the write's error (see [`stdout_error`]) instead of panicking.
+macro_rules! out {
+    ($($arg:tt)*) => {
+        writeln!(std::io::stdout().lock(), $($arg)*).map_err(stdout_error)?
+    };
+}
 
 /// actcore: fire activity definitions on their cron schedules, exactly once
 /// across replicas, and record every firing in `activity_runs`.
@@ -59,7 +66,21 @@ pub enum Command {
         /// Show what would change and write nothing.
         #[arg(long)]
         dry_run: bool,
+        /// Apply pending schema migrations first, as `actcore migrate` does
+        /// (the sync Job of a rollout); without it, or with --dry-run (which
+        /// writes nothing), sync needs a migrated schema.
+        #[arg(long)]
+        migrate: bool,
     },
+    /// Apply the schema migrations this version has and the database lacks.
+    ///
+    /// The one command that changes the schema (besides `dev` and `sync
+    /// --migrate`): run it before rolling out a new version; every other
+    /// command exits 78 on a schema older than it needs. Migrations are
+    /// additive, so the replicas still running the previous version keep
+    /// working. A schema newer than this version (a later one migrated it)
+    /// is left as it is. Safe to run again, and from several places at once.
+    Migrate,
     /// Schedule maths from the definition file (no database).
     #[command(subcommand)]
     Schedule(ScheduleCmd),
@@ -96,9 +117,9 @@ pub enum ScheduleCmd {
         /// Start strictly after this RFC 3339 time (default: now).
         #[arg(long)]
         from: Option<Timestamp>,
-        /// How many instants.
-        #[arg(long, default_value_t = 10)]
-        count: usize,
+        /// How many instants (1 to 10000).
+        #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+        count: u32,
     },
 }
 
@@ -107,14 +128,18 @@ pub struct WorkerArgs {
     /// This replica's name in run rows (default: $HOSTNAME-pid).
     #[arg(long, env = "ACTCORE_WORKER_ID")]
     pub worker_id: Option<String>,
-    /// How long a run's lease lasts without renewal; a dead worker's runs are abandoned after it.
-    #[arg(long, default_value = "30s", env = "ACTCORE_LEASE")]
+    /// How long a run's lease lasts without renewal; a dead worker's runs are
+    /// abandoned after it. From 2s to 1d: it is renewed every third of it,
+    /// so even 2s leaves a renewal over 600 ms for a slow database round-trip
+    /// before another replica may reap the run.
+    #[arg(long, default_value = "30s", env = "ACTCORE_LEASE", value_parser = lease)]
     pub lease: Dur,
-    /// On SIGTERM, how long runs in flight may finish (default: the longest action timeout + 5s).
-    #[arg(long, env = "ACTCORE_SHUTDOWN_GRACE")]
+    /// On SIGTERM, how long runs in flight may finish, from 0s to 1d
+    /// (default: the longest action timeout + 5s).
+    #[arg(long, env = "ACTCORE_SHUTDOWN_GRACE", value_parser = shutdown_grace)]
     pub shutdown_grace: Option<Dur>,
-    /// How often definitions are re-read even without a NOTIFY.
-    #[arg(long, default_value = "30s", env = "ACTCORE_REREAD")]
+    /// How often definitions are re-read even without a NOTIFY, from 1s to 1d.
+    #[arg(long, default_value = "30s", env = "ACTCORE_REREAD", value_parser = reread)]
     pub reread: Dur,
 }
 
@@ -123,12 +148,37 @@ pub struct RunsArgs {
     /// Only this activity.
     #[arg(long)]
     pub slug: Option<String>,
-    /// How many rows.
-    #[arg(long, default_value_t = 20)]
+    /// How many rows (1 to 10000).
+    #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(i64).range(1..=10_000))]
     pub limit: i64,
-    /// Only runs fired in the last N hours.
-    #[arg(long)]
+    /// Only runs fired in the last N hours (1 to 87600, ten years).
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=87_600))]
     pub since_hours: Option<u32>,
+}
+
+/// `--lease`: see [`WorkerArgs::lease`].
+pub const LEASE: Bounds = Bounds::new(Dur::from_secs(2), Dur::from_days(1));
+/// `--shutdown-grace`: 0 abandons the runs in flight at once.
+pub const SHUTDOWN_GRACE: Bounds = Bounds::new(Dur::ZERO, Dur::from_days(1));
+/// `--reread`: a zero interval would spin.
+pub const REREAD: Bounds = Bounds::new(Dur::from_secs(1), Dur::from_days(1));
+
+fn lease(text: &str) -> std::result::Result<Dur, String> {
+    LEASE
+        .parse(text)
+        .map_err(|e| format!("{e}; e.g. --lease 30s (the default)"))
+}
+
+fn shutdown_grace(text: &str) -> std::result::Result<Dur, String> {
+    SHUTDOWN_GRACE
+        .parse(text)
+        .map_err(|e| format!("{e}; e.g. --shutdown-grace 60s, or leave it unset for the longest action timeout + 5s"))
+}
+
+fn reread(text: &str) -> std::result::Result<Dur, String> {
+    REREAD
+        .parse(text)
+        .map_err(|e| format!("{e}; e.g. --reread 30s (the default)"))
 }
 
 /// Runs a parsed command line.
@@ -138,15 +188,21 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Definitions(DefinitionsCmd::Check { dir, env }) => {
             check(dir.as_deref().unwrap_or(&g.definitions), *env, g.json)
         }
-        Command::Sync { dry_run } => {
+        Command::Sync { dry_run, migrate } => {
             let files = definition::load_dir(&g.definitions)?;
-            let store = Store::open(g.database_url.as_deref()).await?;
+            let store = if *migrate && !*dry_run {
+                let store = Store::connect(g.database_url.as_deref()).await?;
+                report_migration(&schema::migrate(&store).await?);
+                store
+            } else {
+                Store::open(g.database_url.as_deref()).await?
+            };
             let report = store.sync(&files, Timestamp::now(), *dry_run).await?;
             if g.json {
-                print_json(&report);
+                print_json(&report)?;
             } else {
                 let verb = if *dry_run { "would sync" } else { "synced" };
-                println!(
+                out!(
                     "{verb} {} definitions into {}: {} added, {} changed, {} unchanged, {} retired",
                     files.len(),
                     store.backend(),
@@ -161,14 +217,37 @@ pub async fn run(cli: Cli) -> Result<()> {
                     ("retired", &report.retired),
                 ] {
                     for slug in list {
-                        println!("  {label:<8} {slug}");
+                        out!("  {label:<8} {slug}");
                     }
                 }
             }
             Ok(())
         }
+        Command::Migrate => {
+            let store = Store::connect(g.database_url.as_deref()).await?;
+            let report = schema::migrate(&store).await?;
+            if g.json {
+                print_json(&report)?;
+            } else {
+                let latest = report.status.version.unwrap_or_default();
+                out!(
+                    "migrated {}: applied {} migration{}; schema at version {latest} (this actcore needs {})",
+                    report.store,
+                    report.applied.len(),
+                    if report.applied.len() == 1 { "" } else { "s" },
+                    report.status.needed
+                );
+                for a in &report.applied {
+                    out!("  applied {} {}", a.version, a.description);
+                }
+                for v in &report.status.newer {
+                    out!("  newer   {v} (applied by a later actcore; left as it is)");
+                }
+            }
+            Ok(())
+        }
         Command::Schedule(ScheduleCmd::Preview { slug, from, count }) => {
-            preview(&g.definitions, slug, *from, *count, g.json)
+            preview(&g.definitions, slug, *from, *count as usize, g.json)
         }
         Command::Worker(args) => {
             let store = Store::open(g.database_url.as_deref()).await?;
@@ -179,7 +258,8 @@ pub async fn run(cli: Cli) -> Result<()> {
             if g.database_url.is_some() {
                 tracing::info!("dev: using DATABASE_URL instead of the embedded store");
             }
-            let store = Store::open(g.database_url.as_deref()).await?;
+            // The newcomer's mode owns its store: it migrates it itself.
+            let store = Store::open_and_migrate(g.database_url.as_deref()).await?;
             let _lock = hold_embedded_lock(&store)?;
             let files = definition::load_dir(&g.definitions)?;
             let report = store.sync(&files, Timestamp::now(), false).await?;
@@ -193,12 +273,7 @@ pub async fn run(cli: Cli) -> Result<()> {
                 g.definitions.display()
             );
             for l in &files {
-                let unset: Vec<String> = l
-                    .definition
-                    .template_vars()
-                    .into_iter()
-                    .filter(|v| v != "ACTCORE_SOURCE" && std::env::var_os(v).is_none())
-                    .collect();
+                let unset = unset_vars(&l.definition);
                 if !unset.is_empty() {
                     tracing::warn!(
                         activity = %l.definition.slug,
@@ -216,9 +291,9 @@ pub async fn run(cli: Cli) -> Result<()> {
             let id = find_slug(&store, slug).await?;
             store.set_paused(id, paused, Timestamp::now()).await?;
             if g.json {
-                print_json(&serde_json::json!({"slug": slug, "definition_id": id, "paused": paused}));
+                print_json(&serde_json::json!({"slug": slug, "definition_id": id, "paused": paused}))?;
             } else {
-                println!("{slug}: {}", if paused { "paused" } else { "resumed" });
+                out!("{slug}: {}", if paused { "paused" } else { "resumed" });
             }
             Ok(())
         }
@@ -226,20 +301,41 @@ pub async fn run(cli: Cli) -> Result<()> {
     }
 }
 
+/// The `${VAR}`s of a definition the worker could not resolve here (its defaults count as set).
+fn unset_vars(definition: &definition::Definition) -> Vec<String> {
+    definition
+        .template_vars()
+        .into_iter()
+        .filter(|v| template::worker_lookup(v).is_none())
+        .collect()
+}
+
 fn check(dir: &Path, env: bool, json: bool) -> Result<()> {
     let loaded = definition::load_dir(dir)?;
     let mut problems = Vec::new();
     if env {
         for l in &loaded {
-            for var in l.definition.template_vars() {
-                if std::env::var_os(&var).is_none() {
-                    problems.push(Problem {
-                        file: l.file.clone(),
-                        key: "action".into(),
-                        message: format!("${{{var}}} is not set in this environment"),
-                        fix: format!("export {var}=… before running the worker (it is resolved at each execution)"),
-                    });
-                }
+            let unset = unset_vars(&l.definition);
+            for var in &unset {
+                problems.push(Problem {
+                    file: l.file.clone(),
+                    key: "action".into(),
+                    message: format!("${{{var}}} is not set in this environment"),
+                    fix: format!("export {var}=… before running the worker (it is resolved at each execution)"),
+                });
+            }
+            // With every variable set, the action resolves as the worker will resolve it.
+            if unset.is_empty()
+                && let Err(e) = action::prepare(&l.definition.action, template::worker_lookup)
+            {
+                let (key, message) = e.split_once(": ").unwrap_or(("action", &e));
+                problems.push(Problem {
+                    file: l.file.clone(),
+                    key: key.into(),
+                    message: format!("with this environment: {message}"),
+                    fix: "set the variables to values that make a full http(s) URL, e.g. STATE_HUB_URL=http://state-hub:8080"
+                        .into(),
+                });
             }
         }
     }
@@ -251,11 +347,11 @@ fn check(dir: &Path, env: bool, json: bool) -> Result<()> {
             .iter()
             .map(|l| serde_json::json!({"file": l.file, "id": l.definition.id, "slug": l.definition.slug, "spec_hash": l.definition.spec_hash()}))
             .collect();
-        print_json(&serde_json::json!({"ok": true, "definitions": list}));
+        print_json(&serde_json::json!({"ok": true, "definitions": list}))?;
     } else {
-        println!("{}: {} definitions, all valid", dir.display(), loaded.len());
+        out!("{}: {} definitions, all valid", dir.display(), loaded.len());
         for l in &loaded {
-            println!(
+            out!(
                 "  {:<40} {}  {}",
                 l.definition.slug,
                 l.definition.schedule.cron,
@@ -264,6 +360,13 @@ fn check(dir: &Path, env: bool, json: bool) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// A migration on the way to another command is logged, not printed: stdout is that command's.
+fn report_migration(report: &schema::MigrateReport) {
+    for a in &report.applied {
+        tracing::info!(version = a.version, description = %a.description, "applied a schema migration");
+    }
 }
 
 fn find_loaded<'a>(loaded: &'a [Loaded], slug: &str) -> Result<&'a Loaded> {
@@ -279,14 +382,15 @@ fn preview(dir: &Path, slug: &str, from: Option<Timestamp>, count: usize, json: 
     let sched = l.definition.parsed_schedule().map_err(|e| Error::Config(e.message))?;
     let entries = schedule::preview(&sched, from.unwrap_or_else(Timestamp::now), count);
     if json {
-        print_json(&entries);
+        print_json(&entries)?;
     } else {
-        println!(
+        out!(
             "{slug}: `{}` in {}",
-            l.definition.schedule.cron, l.definition.schedule.timezone
+            l.definition.schedule.cron,
+            l.definition.schedule.timezone
         );
         for e in &entries {
-            println!(
+            out!(
                 "  {:<22} {:<27}{}",
                 e.utc,
                 e.local,
@@ -337,15 +441,20 @@ async fn runs(g: &Global, args: &RunsArgs) -> Result<()> {
         })
         .await?;
     if g.json {
-        print_json(&rows);
+        print_json(&rows)?;
         return Ok(());
     }
-    println!(
+    out!(
         "{:<36}  {:<24}  {:<24}  {:<9}  {:<10}  {:<20}  error",
-        "run_id", "fired_at", "scheduled_for", "trigger", "state", "outcome"
+        "run_id",
+        "fired_at",
+        "scheduled_for",
+        "trigger",
+        "state",
+        "outcome"
     );
     for r in rows {
-        println!(
+        out!(
             "{:<36}  {:<24}  {:<24}  {:<9}  {:<10}  {:<20}  {}",
             r.run_id,
             r.fired_at
@@ -389,12 +498,12 @@ async fn status(g: &Global) -> Result<()> {
         }));
     }
     if g.json {
-        print_json(&serde_json::json!({"store": store.backend(), "activities": out}));
+        print_json(&serde_json::json!({"store": store.backend(), "activities": out}))?;
     } else {
-        println!("store: {}", store.backend());
-        println!("{:<40}  {:<9}  {:<16}  next", "slug", "state", "cron");
+        out!("store: {}", store.backend());
+        out!("{:<40}  {:<9}  {:<16}  next", "slug", "state", "cron");
         for o in &out {
-            println!(
+            out!(
                 "{:<40}  {:<9}  {:<16}  {}",
                 o["slug"].as_str().unwrap_or_default(),
                 o["state"].as_str().unwrap_or_default(),
@@ -483,6 +592,20 @@ async fn wait_for_signal() {
     }
 }
 
-fn print_json<T: serde::Serialize>(value: &T) {
-    println!("{}", serde_json::to_string_pretty(value).expect("serialisable"));
+fn print_json<T: serde::Serialize>(value: &T) -> Result<()> {
+    let mut stdout = std::io::stdout().lock();
+    serde_json::to_writer_pretty(&mut stdout, value)
+        .map_err(std::io::Error::from)
+        .and_then(|()| writeln!(stdout))
+        .map_err(stdout_error)
+}
+
+/// A write to stdout that failed. A reader that went away (`actcore runs |
+/// head -1`) is not a failure of the command: [`Error::StdoutClosed`] ends it quietly.
+fn stdout_error(e: std::io::Error) -> Error {
+    if e.kind() == std::io::ErrorKind::BrokenPipe {
+        Error::StdoutClosed
+    } else {
+        Error::Io(e)
+    }
 }

@@ -14,8 +14,10 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
-use crate::duration::Dur;
-use crate::schedule::Schedule;
+use jiff::Timestamp;
+
+use crate::duration::{Bounds, Dur};
+use crate::schedule::{Period, Schedule, shortest_period};
 use crate::template;
 
 /// One activity, validated. Its JSON form is the canonical spec stored in
@@ -40,11 +42,15 @@ pub struct ScheduleSpec {
     pub cron: String,
     pub timezone: String,
     pub misfire: Misfire,
+    /// How late an instant may still fire: 60 s by default, from 1 s to 7 days.
     pub misfire_grace: Dur,
-    /// Only with `misfire = "fire_once"`: how far back a missed instant may be caught up.
+    /// Only with `misfire = "fire_once"`: how far back a missed instant may
+    /// be caught up; from 1 s to a year.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub catchup_window: Option<Dur>,
     pub overlap: Overlap,
+    /// Deterministic delay per (activity, instant): 0 s by default, at most a
+    /// day, and strictly below `misfire_grace` and the schedule's shortest period.
     pub jitter: Dur,
     pub dst: DstPolicy,
 }
@@ -90,6 +96,7 @@ pub struct ActionSpec {
     pub body: Option<serde_json::Value>,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub headers: BTreeMap<String, String>,
+    /// 30 s by default; from 100 ms to a day.
     pub timeout: Dur,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub preflight: Option<String>,
@@ -130,8 +137,10 @@ impl ResultSpec {
 #[serde(deny_unknown_fields)]
 pub struct RetrySpec {
     pub max_attempts: u32,
+    /// 30 s by default; from 1 s to a day.
     pub initial_interval: Dur,
     pub backoff_coefficient: f64,
+    /// 5 min by default; from 1 s to a week, and at least `initial_interval`.
     pub max_interval: Dur,
 }
 
@@ -139,16 +148,105 @@ pub struct RetrySpec {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct GuardSpec {
+    /// 2 min by default; from 0 to a day.
     pub cooldown: Dur,
     pub max_automated_attempts: u32,
+    /// 1 h by default; from 1 s to 31 days.
     pub window: Dur,
     pub open_after: u32,
+    /// 30 min by default; from 1 s to a week.
     pub open_for: Dur,
 }
 
+/// A duration key's default and range (inclusive). The ranges are the
+/// contract for definition files; `definitions check` names them.
+#[derive(Clone, Copy, Debug)]
+struct Limits {
+    default: Dur,
+    bounds: Bounds,
+}
+
+const fn limits(default: Dur, min: Dur, max: Dur) -> Limits {
+    Limits {
+        default,
+        bounds: Bounds::new(min, max),
+    }
+}
+
+const SECOND: Dur = Dur::from_secs(1);
+const DAY: Dur = Dur::from_days(1);
+/// `schedule.misfire_grace`: 60 s; from 1 s to 7 days.
+const MISFIRE_GRACE: Limits = limits(Dur::from_secs(60), SECOND, Dur::from_days(7));
+/// `schedule.jitter`: 0 s; up to a day, and strictly below both the grace
+/// and the schedule's shortest period.
+const JITTER: Limits = limits(Dur::ZERO, Dur::ZERO, DAY);
+/// `schedule.catchup_window`: from 1 s to a year.
+const CATCHUP_WINDOW: Limits = limits(Dur::from_secs(3600), SECOND, Bounds::LONGEST);
+/// `action.timeout`: 30 s; from 100 ms to a day.
+const TIMEOUT: Limits = limits(Dur::from_secs(30), Dur::from_millis(100), DAY);
+/// `retry.initial_interval`: 30 s; from 1 s to a day.
+const INITIAL_INTERVAL: Limits = limits(Dur::from_secs(30), SECOND, DAY);
+/// `retry.max_interval`: 5 min; from 1 s to a week, and at least the initial interval.
+const MAX_INTERVAL: Limits = limits(Dur::from_secs(300), SECOND, Dur::from_days(7));
+/// `guard.cooldown`: 2 min; from 0 (none) to a day.
+const COOLDOWN: Limits = limits(Dur::from_secs(120), Dur::ZERO, DAY);
+/// `guard.window`: 1 h; from 1 s to 31 days.
+const WINDOW: Limits = limits(Dur::from_secs(3600), SECOND, Dur::from_days(31));
+/// `guard.open_for`: 30 min; from 1 s to a week.
+const OPEN_FOR: Limits = limits(Dur::from_secs(1800), SECOND, Dur::from_days(7));
+
 impl Definition {
+    /// Reads a canonical spec as stored by `sync`: tolerant where files are
+    /// strict. Keys this binary does not know (a newer `sync` wrote them)
+    /// are ignored, each logged once per process with the activity; see
+    /// [`Definition::from_stored_spec`].
+    pub fn from_stored(spec: serde_json::Value) -> Result<Definition, serde_json::Error> {
+        let (definition, unknown) = Definition::from_stored_spec(spec)?;
+        if !unknown.is_empty() {
+            static LOGGED: std::sync::Mutex<Option<std::collections::HashSet<(Uuid, String)>>> =
+                std::sync::Mutex::new(None);
+            let mut logged = LOGGED.lock().unwrap_or_else(|e| e.into_inner());
+            for key in unknown {
+                if logged.get_or_insert_default().insert((definition.id, key.clone())) {
+                    tracing::warn!(
+                        activity = %definition.slug,
+                        definition_id = %definition.id,
+                        key = %key,
+                        "the stored spec has a key this version of actcore does not know (a newer sync wrote it); ignoring it"
+                    );
+                }
+            }
+        }
+        Ok(definition)
+    }
+
+    /// [`Definition::from_stored`] without the logging: the definition and
+    /// the dotted paths of the keys it ignored (`schedule.buffer`, `canary`).
+    /// Values under `action.body` and `action.headers` are the user's, never unknown.
+    pub fn from_stored_spec(mut spec: serde_json::Value) -> Result<(Definition, Vec<String>), serde_json::Error> {
+        static KNOWN: std::sync::OnceLock<serde_json::Value> = std::sync::OnceLock::new();
+        let known = KNOWN.get_or_init(|| {
+            // Every optional key set, so that every key this binary knows is present.
+            let mut full = sample(Uuid::nil(), "known", "* * * * *", "http://known");
+            full.schedule.catchup_window = Some(Dur::ZERO);
+            full.action.body = Some(serde_json::Value::Null);
+            full.action.headers.insert("known".into(), String::new());
+            full.action.preflight = Some(String::new());
+            full.canonical_json()
+        });
+        let mut unknown = Vec::new();
+        prune_unknown(&mut spec, known, "", &mut unknown);
+        Ok((serde_json::from_value(spec)?, unknown))
+    }
+
     /// The canonical spec: this definition as JSON with sorted keys and
     /// canonical durations; what is stored and hashed.
+    ///
+    /// A key added later must keep the hash of every definition that does
+    /// not use it (no churn on upgrade: a resync would otherwise mark every
+    /// activity changed and restart its timer): make it optional and leave
+    /// it out at its default, `#[serde(default, skip_serializing_if =
+    /// "is_default")]`. The pinned hashes in the tests hold this.
     pub fn canonical_json(&self) -> serde_json::Value {
         // serde_json's Value keeps object keys sorted (no preserve_order).
         serde_json::to_value(self).expect("a definition always serialises")
@@ -156,9 +254,7 @@ impl Definition {
 
     /// Hex SHA-256 of the canonical spec: "changed" means this changed.
     pub fn spec_hash(&self) -> String {
-        let bytes = serde_json::to_vec(&self.canonical_json()).expect("serialises");
-        let digest = Sha256::digest(&bytes);
-        digest.iter().map(|b| format!("{b:02x}")).collect()
+        hash_spec(&self.canonical_json())
     }
 
     /// The parsed schedule (validated at load, so this cannot fail for a
@@ -253,18 +349,22 @@ pub fn load_dir(dir: &Path) -> Result<Vec<Loaded>, Problems> {
             }]));
         }
     };
-    let mut files: Vec<PathBuf> = entries
-        .filter_map(|e| e.ok())
-        .filter(|e| {
-            // The entry's type comes with the directory listing; only a
-            // symlink needs a stat to see whether it points at a file.
-            let path = e.path();
-            path.extension().is_some_and(|x| x == "toml")
-                && e.file_type()
-                    .is_ok_and(|t| t.is_file() || (t.is_symlink() && path.is_file()))
-        })
-        .map(|e| e.path())
-        .collect();
+    // Every `*.toml` is a definition: one that cannot be read (a dangling
+    // symlink, a loop, a directory, no permission) is a problem, never skipped.
+    let mut problems = Vec::new();
+    let mut files: Vec<PathBuf> = Vec::new();
+    for entry in entries {
+        match entry {
+            Ok(e) if e.path().extension().is_some_and(|x| x == "toml") => files.push(e.path()),
+            Ok(_) => {}
+            Err(e) => problems.push(problem(
+                dir,
+                "",
+                format!("cannot list the definitions directory: {e}"),
+                "check the directory's permissions and the disk",
+            )),
+        }
+    }
     files.sort();
 
     // Files are independent: parse them on every core, in contiguous
@@ -282,7 +382,6 @@ pub fn load_dir(dir: &Path) -> Result<Vec<Loaded>, Problems> {
             .map(|h| h.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)))
             .collect()
     });
-    let mut problems = Vec::new();
     let mut loaded = Vec::new();
     for (mut l, mut p) in results {
         loaded.append(&mut l);
@@ -305,15 +404,10 @@ fn load_files(files: &[PathBuf]) -> (Vec<Loaded>, Vec<Problem>) {
     let mut problems = Vec::new();
     let mut loaded = Vec::with_capacity(files.len());
     for file in files {
-        let text = match std::fs::read_to_string(file) {
+        let text = match read_definition(file) {
             Ok(t) => t,
-            Err(e) => {
-                problems.push(problem(
-                    file,
-                    "",
-                    format!("cannot read: {e}"),
-                    "check the file's permissions",
-                ));
+            Err(p) => {
+                problems.push(p);
                 continue;
             }
         };
@@ -326,6 +420,62 @@ fn load_files(files: &[PathBuf]) -> (Vec<Loaded>, Vec<Problem>) {
         }
     }
     (loaded, problems)
+}
+
+/// A definition file's text, or the problem that keeps it from being read:
+/// what the file is (a dangling symlink, a loop, a directory), why, and the fix.
+fn read_definition(file: &Path) -> Result<String, Problem> {
+    let link = std::fs::symlink_metadata(file)
+        .ok()
+        .filter(|m| m.file_type().is_symlink())
+        .map(|_| match std::fs::read_link(file) {
+            Ok(target) => format!("symlink to `{}`", target.display()),
+            Err(_) => "symlink".to_string(),
+        });
+    let what = link.as_deref().unwrap_or("file");
+    let unreadable = |message: String, fix: &str| problem(file, "", message, fix);
+    let metadata = std::fs::metadata(file).map_err(|e| match (e.kind(), &link) {
+        (std::io::ErrorKind::NotFound, Some(_)) => unreadable(
+            format!("cannot read: dangling {what}, which does not exist"),
+            "point the link at an existing definition file, or remove the link",
+        ),
+        (_, Some(_)) => unreadable(
+            format!("cannot read: the {what} cannot be followed: {e}"),
+            "a symlink loop never reaches a file: point the link at a definition file, or remove it",
+        ),
+        (std::io::ErrorKind::PermissionDenied, None) => unreadable(
+            format!("cannot read: {e}"),
+            "check the permissions of the file and its directory",
+        ),
+        _ => unreadable(format!("cannot read: {e}"), "check the file and the disk"),
+    })?;
+    if !metadata.is_file() {
+        return Err(unreadable(
+            format!("cannot read: this {what} is not a regular file"),
+            "definitions are *.toml files: rename or remove it",
+        ));
+    }
+    let bytes = std::fs::read(file).map_err(|e| {
+        let fix = if e.kind() == std::io::ErrorKind::PermissionDenied {
+            "check the permissions of the file (the worker's user must read it)"
+        } else {
+            "check the file and the disk"
+        };
+        unreadable(format!("cannot read: {e}"), fix)
+    })?;
+    String::from_utf8(bytes).map_err(|e| {
+        let bytes = e.as_bytes();
+        let at = e.utf8_error().valid_up_to();
+        let line = bytes[..at].iter().filter(|b| **b == b'\n').count() + 1;
+        let column = at - bytes[..at].iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1) + 1;
+        unreadable(
+            format!(
+                "line {line}, column {column}: not valid UTF-8 (byte 0x{:02x}); TOML files must be UTF-8",
+                bytes[at]
+            ),
+            "re-save the file as UTF-8, e.g. `iconv -f latin1 -t utf-8`",
+        )
+    })
 }
 
 fn check_unique(loaded: &[Loaded], problems: &mut Vec<Problem>) {
@@ -365,11 +515,40 @@ pub fn parse_str(file: &Path, text: &str) -> Result<Definition, Vec<Problem>> {
     parse_checked(file, text, &mut CheckedSchedules::default())
 }
 
-/// `(cron, time zone)` pairs already found valid: thousands of files
-/// usually share a few schedules, and parsing a cron is most of the cost
-/// of validating a file.
-#[derive(Default)]
-struct CheckedSchedules(std::collections::HashSet<(String, String)>);
+/// `(cron, time zone)` pairs already found valid, with their shortest
+/// period once a jitter needed it: thousands of files usually share a few
+/// schedules, and parsing a cron is most of the cost of validating a file.
+struct CheckedSchedules {
+    /// Where shortest periods are measured from: when loading began.
+    now: Timestamp,
+    valid: HashMap<(String, String), CheckedSchedule>,
+}
+
+struct CheckedSchedule {
+    schedule: Schedule,
+    /// Measured on first use (only a non-zero jitter needs it).
+    shortest: Option<Option<Period>>,
+}
+
+impl Default for CheckedSchedules {
+    fn default() -> Self {
+        CheckedSchedules {
+            now: Timestamp::now(),
+            valid: HashMap::new(),
+        }
+    }
+}
+
+impl CheckedSchedules {
+    /// The shortest period of a valid schedule (None: fewer than two instants in eight years).
+    fn shortest_period(&mut self, key: &(String, String)) -> Option<Period> {
+        let now = self.now;
+        let checked = self.valid.get_mut(key)?;
+        *checked
+            .shortest
+            .get_or_insert_with(|| shortest_period(&checked.schedule, now))
+    }
+}
 
 fn parse_checked(file: &Path, text: &str, checked: &mut CheckedSchedules) -> Result<Definition, Vec<Problem>> {
     let raw: raw::File = toml::from_str(text).map_err(|e| vec![toml_problem(file, text, &e)])?;
@@ -439,17 +618,29 @@ impl Validator<'_> {
         value
     }
 
-    fn duration(&mut self, value: Option<String>, key: &str, default: &str) -> Dur {
-        let text = value.unwrap_or_else(|| default.to_string());
+    /// A duration key, or its default; None (and a problem) when it is
+    /// malformed or outside the key's range.
+    fn duration(&mut self, value: Option<String>, key: &str, limits: Limits) -> Option<Dur> {
+        let Some(text) = value else {
+            return Some(limits.default);
+        };
+        let fix = format!(
+            "write a duration {}: a number and a unit (ms, s, m, h or d), e.g. \"60s\" or \"1h30m\"; \
+             without the key it is {}",
+            limits.bounds.describe(),
+            limits.default
+        );
         match text.parse::<Dur>() {
-            Ok(d) => d,
+            Ok(d) => match limits.bounds.check(d) {
+                Ok(d) => Some(d),
+                Err(e) => {
+                    self.push(key, format!("out of range: {e}"), fix);
+                    None
+                }
+            },
             Err(e) => {
-                self.push(
-                    key,
-                    format!("malformed duration: {}", e.0),
-                    "write a number and a unit: ms, s, m, h or d, e.g. \"60s\" or \"1h30m\"",
-                );
-                Dur::ZERO
+                self.push(key, format!("malformed duration: {}", e.0), fix);
+                None
             }
         }
     }
@@ -553,10 +744,14 @@ impl Validator<'_> {
         );
         let timezone = s.timezone.unwrap_or_else(|| "UTC".to_string());
         let key = cron.as_ref().map(|c| (c.clone(), timezone.clone()));
-        if let Some(key) = key.filter(|k| !self.checked.0.contains(k)) {
+        if let Some(key) = key.as_ref().filter(|k| !self.checked.valid.contains_key(*k)) {
             match Schedule::new(&key.0, &key.1) {
-                Ok(_) => {
-                    self.checked.0.insert(key);
+                Ok(schedule) => {
+                    let checked = CheckedSchedule {
+                        schedule,
+                        shortest: None,
+                    };
+                    self.checked.valid.insert(key.clone(), checked);
                 }
                 Err(e) => self.schedule_problem(e, &key.1),
             }
@@ -606,11 +801,19 @@ impl Validator<'_> {
                 DstPolicy::Vixie
             }
         };
-        let misfire_grace = self.duration(s.misfire_grace, "schedule.misfire_grace", "60s");
-        let jitter = self.duration(s.jitter, "schedule.jitter", "0s");
+        let misfire_grace = self.duration(s.misfire_grace, "schedule.misfire_grace", MISFIRE_GRACE);
+        let jitter = self.duration(s.jitter, "schedule.jitter", JITTER);
+        if let (Some(grace), Some(jitter)) = (misfire_grace, jitter)
+            && !jitter.is_zero()
+        {
+            let shortest = key
+                .filter(|k| self.checked.valid.contains_key(k))
+                .map(|k| self.checked.shortest_period(&k));
+            self.jitter(jitter, grace, shortest);
+        }
         let catchup_window = s
             .catchup_window
-            .map(|w| self.duration(Some(w), "schedule.catchup_window", "0s"));
+            .map(|w| self.duration(Some(w), "schedule.catchup_window", CATCHUP_WINDOW));
         match (misfire, catchup_window) {
             (Misfire::FireOnce, None) => self.push(
                 "schedule.catchup_window",
@@ -628,12 +831,51 @@ impl Validator<'_> {
             cron: cron?,
             timezone,
             misfire,
-            misfire_grace,
-            catchup_window,
+            misfire_grace: misfire_grace?,
+            catchup_window: catchup_window.map(|w| w.unwrap_or_default()),
             overlap,
-            jitter,
+            jitter: jitter?,
             dst,
         })
+    }
+
+    /// A jittered instant must still fire within its grace and before the
+    /// next instant: the jitter stays strictly below both. `shortest` is
+    /// None when the schedule itself is invalid (already reported).
+    fn jitter(&mut self, jitter: Dur, grace: Dur, shortest: Option<Option<Period>>) {
+        let length = |p: &Period| Dur::from_millis(u64::try_from(p.length.as_millis()).unwrap_or(0));
+        let below_period = shortest.flatten().is_none_or(|p| jitter < length(&p));
+        if jitter < grace && below_period {
+            return;
+        }
+        let (period, limit) = match shortest {
+            Some(Some(p)) => (
+                format!(
+                    " and the schedule's shortest period between two instants ({}, from {} to {})",
+                    length(&p),
+                    p.from,
+                    p.to
+                ),
+                length(&p).min(grace),
+            ),
+            Some(None) => (
+                " and the schedule's shortest period between two instants (none: it fires less than twice in eight years)"
+                    .to_string(),
+                grace,
+            ),
+            None => (String::new(), grace),
+        };
+        self.push(
+            "schedule.jitter",
+            format!(
+                "jitter {jitter} must be strictly below {}schedule.misfire_grace ({grace}){period}",
+                if period.is_empty() { "" } else { "both " }
+            ),
+            format!(
+                "lower the jitter below {limit} (or raise misfire_grace): a longer jitter would fire an instant \
+                 past its grace or after the next instant"
+            ),
+        );
     }
 
     fn action(&mut self, a: raw::Action) -> Option<ActionSpec> {
@@ -668,14 +910,7 @@ impl Validator<'_> {
         let body = a
             .body
             .map(|b| serde_json::to_value(b).expect("TOML values are JSON values"));
-        let timeout = self.duration(a.timeout, "action.timeout", "30s");
-        if timeout.is_zero() {
-            self.push(
-                "action.timeout",
-                "must be above zero",
-                "set e.g. `timeout = \"330s\"` (under the bridge proxy's 360 s)",
-            );
-        }
+        let timeout = self.duration(a.timeout, "action.timeout", TIMEOUT);
         for name in a.headers.keys() {
             if name.is_empty()
                 || !name
@@ -695,7 +930,7 @@ impl Validator<'_> {
             url: url?,
             body,
             headers: a.headers,
-            timeout,
+            timeout: timeout?,
             preflight: a.preflight,
         })
     }
@@ -709,13 +944,35 @@ impl Validator<'_> {
             );
             return;
         }
-        // A leading ${VAR} holds the scheme and host; it is resolved at execution.
-        let literal = value.starts_with("${") || value.starts_with("http://") || value.starts_with("https://");
-        if !literal {
+        // A leading ${VAR} holds the scheme and host: only `check --env` and
+        // the worker, which resolve it, can check the URL.
+        if value.starts_with("${") {
+            return;
+        }
+        let Some(rest) = value.strip_prefix("http://").or_else(|| value.strip_prefix("https://")) else {
             self.push(
                 key,
                 format!("`{value}` is not an http(s) URL"),
                 "start with http://, https:// or a ${VAR} holding one",
+            );
+            return;
+        };
+        // Variables after the scheme stand for some text; the rest must be a URL with a host.
+        let authority = &rest[..rest.find(['/', '?', '#']).unwrap_or(rest.len())];
+        let host = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+        let sample = template::render_with(value, |_| Some("1".into())).unwrap_or_default();
+        let problem = if host.is_empty() || host.starts_with(':') {
+            Some("has no host".to_string())
+        } else {
+            reqwest::Url::parse(&sample)
+                .err()
+                .map(|e| format!("is not a valid URL: {e}"))
+        };
+        if let Some(p) = problem {
+            self.push(
+                key,
+                format!("`{value}` {p}"),
+                "write a full URL such as \"http://state-hub:8080/health\" or \"${STATE_HUB_URL}/health\"",
             );
         }
     }
@@ -759,11 +1016,22 @@ impl Validator<'_> {
                 "use a value from 1.0 to 100.0, e.g. 2.0",
             );
         }
+        let initial_interval = self.duration(r.initial_interval, "retry.initial_interval", INITIAL_INTERVAL);
+        let max_interval = self.duration(r.max_interval, "retry.max_interval", MAX_INTERVAL);
+        if let (Some(initial), Some(max)) = (initial_interval, max_interval)
+            && max < initial
+        {
+            self.push(
+                "retry.max_interval",
+                format!("{max} is below retry.initial_interval ({initial})"),
+                "the backoff grows from initial_interval up to max_interval: raise max_interval or lower initial_interval",
+            );
+        }
         RetrySpec {
             max_attempts,
-            initial_interval: self.duration(r.initial_interval, "retry.initial_interval", "30s"),
+            initial_interval: initial_interval.unwrap_or(INITIAL_INTERVAL.default),
             backoff_coefficient,
-            max_interval: self.duration(r.max_interval, "retry.max_interval", "5m"),
+            max_interval: max_interval.unwrap_or(MAX_INTERVAL.default),
         }
     }
 
@@ -777,13 +1045,58 @@ impl Validator<'_> {
             );
         }
         GuardSpec {
-            cooldown: self.duration(g.cooldown, "guard.cooldown", "2m"),
+            cooldown: self
+                .duration(g.cooldown, "guard.cooldown", COOLDOWN)
+                .unwrap_or_default(),
             max_automated_attempts: g.max_automated_attempts.unwrap_or(6),
-            window: self.duration(g.window, "guard.window", "1h"),
+            window: self.duration(g.window, "guard.window", WINDOW).unwrap_or_default(),
             open_after,
-            open_for: self.duration(g.open_for, "guard.open_for", "30m"),
+            open_for: self
+                .duration(g.open_for, "guard.open_for", OPEN_FOR)
+                .unwrap_or_default(),
         }
     }
+}
+
+/// Hex SHA-256 of a canonical spec's JSON text.
+pub fn hash_spec(spec: &serde_json::Value) -> String {
+    let bytes = serde_json::to_vec(spec).expect("serialises");
+    let digest = Sha256::digest(&bytes);
+    digest.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// True for a value at its type's default: how a key added later stays out
+/// of the canonical spec (and its hash) when a definition does not use it.
+pub fn is_default<T: Default + PartialEq>(value: &T) -> bool {
+    *value == T::default()
+}
+
+/// Removes from `spec` the object keys that `known` (a spec with every key
+/// set) does not have, recording their dotted paths. The user's own maps
+/// (`action.body`, `action.headers`) are left whole.
+fn prune_unknown(spec: &mut serde_json::Value, known: &serde_json::Value, path: &str, unknown: &mut Vec<String>) {
+    let (Some(spec), Some(known)) = (spec.as_object_mut(), known.as_object()) else {
+        return;
+    };
+    spec.retain(|key, value| {
+        let child = if path.is_empty() {
+            key.clone()
+        } else {
+            format!("{path}.{key}")
+        };
+        match known.get(key) {
+            None => {
+                unknown.push(child);
+                false
+            }
+            Some(k) => {
+                if !matches!(child.as_str(), "action.body" | "action.headers") {
+                    prune_unknown(value, k, &child, unknown);
+                }
+                true
+            }
+        }
+    });
 }
 
 /// A valid definition built in code, with the defaults a file would get:

@@ -25,6 +25,10 @@ impl Dur {
         Dur(s * 1000)
     }
 
+    pub const fn from_days(d: u64) -> Self {
+        Dur(d * 86_400_000)
+    }
+
     pub const fn as_millis(self) -> u64 {
         self.0
     }
@@ -33,12 +37,62 @@ impl Dur {
         Duration::from_millis(self.0)
     }
 
+    /// As a signed duration; saturates instead of wrapping negative above
+    /// `i64::MAX` milliseconds (a validated duration is never that long).
     pub fn signed(self) -> jiff::SignedDuration {
-        jiff::SignedDuration::from_millis(self.0 as i64)
+        jiff::SignedDuration::from_millis(i64::try_from(self.0).unwrap_or(i64::MAX))
     }
 
     pub const fn is_zero(self) -> bool {
         self.0 == 0
+    }
+}
+
+/// The inclusive range a duration key or flag must lie in. Every duration
+/// actcore accepts is bounded (at most [`Bounds::LONGEST`]), so none can
+/// overflow a timestamp when added to now.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Bounds {
+    pub min: Dur,
+    pub max: Dur,
+}
+
+impl Bounds {
+    /// The longest duration any key or flag allows: a year (366 days).
+    pub const LONGEST: Dur = Dur::from_days(366);
+
+    pub const fn new(min: Dur, max: Dur) -> Bounds {
+        Bounds { min, max }
+    }
+
+    /// `"from 2s to 1d"`, for messages and `--help`.
+    pub fn describe(&self) -> String {
+        format!("from {} to {}", self.min, self.max)
+    }
+
+    /// `Err` says what is wrong with `d`; the caller names the key or flag and the fix.
+    pub fn check(&self, d: Dur) -> Result<Dur, String> {
+        if d < self.min {
+            Err(format!(
+                "{d} is below the minimum {} (allowed: {})",
+                self.min,
+                self.describe()
+            ))
+        } else if d > self.max {
+            Err(format!(
+                "{d} is above the maximum {} (allowed: {})",
+                self.max,
+                self.describe()
+            ))
+        } else {
+            Ok(d)
+        }
+    }
+
+    /// Parses a duration and checks it: a clap value parser for a bounded flag.
+    pub fn parse(&self, text: &str) -> Result<Dur, String> {
+        let d = text.parse::<Dur>().map_err(|e| e.to_string())?;
+        self.check(d)
     }
 }
 
@@ -158,6 +212,22 @@ mod tests {
             assert_eq!(d.to_string(), canonical, "{input}");
             assert_eq!(d.to_string().parse::<Dur>().unwrap(), d);
         }
+    }
+
+    #[test]
+    fn fault4_bounds_name_the_range_and_signed_never_wraps() {
+        let lease = Bounds::new(Dur::from_secs(2), Dur::from_days(1));
+        assert_eq!(lease.parse("30s"), Ok(Dur::from_secs(30)));
+        assert_eq!(lease.parse("2s"), Ok(Dur::from_secs(2)));
+        let low = lease.parse("1ms").unwrap_err();
+        assert!(low.contains("below") && low.contains("from 2s to 1d"), "{low}");
+        let high = lease.parse("99999999999d").unwrap_err();
+        assert!(high.contains("above") && high.contains("from 2s to 1d"), "{high}");
+        assert!(lease.parse("20000000000000000d").unwrap_err().contains("too large"));
+        assert!(Dur::from_millis(u64::MAX).signed().is_positive());
+        // The longest bound added to the latest plausible now stays a valid timestamp.
+        let now: jiff::Timestamp = "2999-12-31T23:59:59Z".parse().unwrap();
+        assert!(now.checked_add(Bounds::LONGEST.signed()).is_ok());
     }
 
     #[test]

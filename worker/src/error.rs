@@ -31,6 +31,10 @@ pub enum Error {
     /// A part of the worker stopped that must not (a background task died).
     #[error("{0}")]
     Internal(String),
+    /// Standard output was closed by its reader (`actcore runs | head -1`):
+    /// the command stops printing and ends quietly, with success.
+    #[error("standard output closed")]
+    StdoutClosed,
 }
 
 impl Error {
@@ -40,6 +44,7 @@ impl Error {
             Error::Definitions(_) | Error::Config(_) | Error::Locked(_) => 78,
             Error::Usage(_) => 2,
             Error::Connect { .. } | Error::Db(_) | Error::Migrate(_) | Error::Io(_) | Error::Internal(_) => 1,
+            Error::StdoutClosed => 0,
         }
     }
 
@@ -55,6 +60,7 @@ impl Error {
             Error::Locked(_) => "locked",
             Error::Io(_) => "io",
             Error::Internal(_) => "internal",
+            Error::StdoutClosed => "stdout_closed",
         }
     }
 }

@@ -13,7 +13,7 @@ fn main() -> std::process::ExitCode {
         }
     };
     match runtime.block_on(actcore::cli::run(cli)) {
-        Ok(()) => std::process::ExitCode::SUCCESS,
+        Ok(()) | Err(actcore::Error::StdoutClosed) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("actcore: {e}");
             std::process::ExitCode::from(e.exit_code() as u8)

@@ -1232,3 +1232,136 @@ mod tests {
         assert_eq!(utc[0].local, "2027-01-01T00:00:00+00:00");
     }
 }
+
+// ---------------------------------------------------------------- shortest period
+
+/// The shortest time between two consecutive instants, and where it falls.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Period {
+    pub length: SignedDuration,
+    pub from: Timestamp,
+    pub to: Timestamp,
+}
+
+/// The shortest time between two consecutive instants after `from`, or None
+/// when fewer than two fall within eight years (`0 0 29 2 *` has two).
+///
+/// Bounded work, about 300 instants (a millisecond) whatever the schedule:
+/// the first 256 instants (within eight years, two leap cycles) give its rhythm, and the
+/// instants around each UTC-offset change of the following year give what
+/// DST does to it (a fixed-hour time in a spring-forward gap fires at the
+/// gap's end, close to the instant before; a half-hour shift brings
+/// wildcard-hour instants closer).
+pub fn shortest_period(schedule: &Schedule, from: Timestamp) -> Option<Period> {
+    let horizon = |days: i64| {
+        from.checked_add(SignedDuration::from_hours(24 * days))
+            .unwrap_or(Timestamp::MAX)
+    };
+    let (sample_end, dst_end) = (horizon(8 * 366), horizon(366));
+    let mut shortest: Option<Period> = None;
+    let mut walk = |start: Timestamp, count: usize| {
+        let Some(mut prev) = schedule.next_after(start).filter(|t| *t <= sample_end) else {
+            return;
+        };
+        for _ in 0..count {
+            let Some(next) = schedule.next_after(prev).filter(|t| *t <= sample_end) else {
+                return;
+            };
+            let length = next.duration_since(prev);
+            if shortest.is_none_or(|s| length < s.length) {
+                shortest = Some(Period {
+                    length,
+                    from: prev,
+                    to: next,
+                });
+            }
+            prev = next;
+        }
+    };
+    walk(from, 256);
+    for transition in schedule.tz.following(from) {
+        let at = transition.timestamp();
+        if at > dst_end {
+            break;
+        }
+        if let Some(before) = instant_before(schedule, at, from) {
+            walk(before.checked_sub(SignedDuration::from_nanos(1)).unwrap_or(before), 8);
+        }
+    }
+    shortest
+}
+
+/// The last instant in `(floor, at)`: gallops back from `at`, then bisects.
+fn instant_before(schedule: &Schedule, at: Timestamp, floor: Timestamp) -> Option<Timestamp> {
+    let mut back = SignedDuration::from_secs(1);
+    loop {
+        let probe = at.checked_sub(back).ok()?.max(floor);
+        if let Some(known) = schedule.next_after(probe).filter(|t| *t < at) {
+            let upto = at.checked_sub(SignedDuration::from_nanos(1)).ok()?;
+            return Some(last_at_or_before(schedule, known, upto));
+        }
+        if probe == floor {
+            return None;
+        }
+        back = back.checked_mul(2)?;
+    }
+}
+
+#[cfg(test)]
+mod period_tests {
+    use super::*;
+
+    fn period(cron: &str, tz: &str, from: &str) -> Option<(String, String, String)> {
+        let s = Schedule::new(cron, tz).unwrap();
+        shortest_period(&s, from.parse().unwrap()).map(|p| {
+            let length = format!("{:#}", p.length);
+            (length, p.from.to_string(), p.to.to_string())
+        })
+    }
+
+    fn length(cron: &str, tz: &str) -> String {
+        period(cron, tz, "2026-01-01T00:00:00Z").unwrap().0
+    }
+
+    #[test]
+    fn the_rhythm_of_ordinary_schedules() {
+        assert_eq!(length("* * * * * *", "UTC"), "1s");
+        assert_eq!(length("*/15 * * * *", "America/New_York"), "15m");
+        assert_eq!(length("*/7 * * * *", "UTC"), "4m", "56 → 0 across the hour");
+        assert_eq!(length("0 9 * * 1-5", "UTC"), "24h");
+        assert_eq!(length("0 0 1 * *", "UTC"), "672h", "February");
+        assert_eq!(length("0 0 1 1 *", "UTC"), "8760h");
+    }
+
+    #[test]
+    fn a_leap_day_schedule_has_a_period_of_four_years_and_none_within_one_instant() {
+        assert_eq!(
+            period("0 0 29 2 *", "UTC", "2026-01-01T00:00:00Z"),
+            Some((
+                "35064h".into(),
+                "2028-02-29T00:00:00Z".into(),
+                "2032-02-29T00:00:00Z".into()
+            ))
+        );
+        // 2096 → 2104: 2100 is not a leap year, and eight years hold one instant.
+        assert_eq!(period("0 0 29 2 *", "UTC", "2096-03-01T00:00:00Z"), None);
+    }
+
+    #[test]
+    fn dst_shortens_the_period_where_it_happens() {
+        // 01:30 EST, then 02:30 falls in the gap and fires at its end, 03:00 EDT.
+        assert_eq!(
+            period("30 1,2 * * *", "America/New_York", "2026-01-01T00:00:00Z"),
+            Some((
+                "30m".into(),
+                "2026-03-08T06:30:00Z".into(),
+                "2026-03-08T07:00:00Z".into()
+            ))
+        );
+        // Lord Howe moves by half an hour: an hourly wildcard instant comes 30 minutes early.
+        assert_eq!(length("30 * * * *", "Australia/Lord_Howe"), "30m");
+        // A daily time loses an hour on spring-forward day.
+        assert_eq!(length("0 3 * * *", "America/New_York"), "23h");
+        assert_eq!(length("0 3 * * *", "UTC"), "24h");
+    }
+}

@@ -13,7 +13,15 @@ pub enum LogFormat {
 /// Installs the global subscriber, writing to stderr so stdout stays for
 /// command output (`--json`).
 pub fn init(format: LogFormat) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn"));
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn"))
+        // sqlx warns of a DATABASE_URL parameter it does not know with its
+        // value: `sslpassword=…` would be logged in clear.
+        .add_directive(
+            "sqlx_postgres::options::parse=error"
+                .parse()
+                .expect("a valid directive"),
+        );
     // Colours only on a terminal: log files and `kubectl logs` get plain text.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)

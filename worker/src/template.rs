@@ -71,6 +71,14 @@ pub fn env_lookup(name: &str) -> Option<String> {
     std::env::var(name).ok()
 }
 
+/// What the worker resolves a variable to: the environment, else the
+/// worker's own default (`ACTCORE_SOURCE` names who fires the run:
+/// `activity-core`). `definitions check --env` and `dev` judge with it.
+pub fn worker_lookup(name: &str) -> Option<String> {
+    env_lookup(name)
+        .or_else(|| (name == "ACTCORE_SOURCE").then(|| crate::run::Source::ActivityCore.as_str().to_string()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

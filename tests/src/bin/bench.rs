@@ -879,7 +879,9 @@ async fn fire(ctx: &Ctx, cfg: &FireCfg) -> Result<FireFigures> {
     } else {
         fresh_pg(&ctx.pg_admin).await?
     };
-    let store = Store::open(Some(&url)).await.context("open the bench store")?;
+    let store = Store::open_and_migrate(Some(&url))
+        .await
+        .context("open the bench store")?;
     let mut sync = timed_sync(&store, &url, &defs, cfg.n).await?;
     sync.run = cfg.label.clone();
     eprintln!(
@@ -1264,7 +1266,7 @@ async fn sync_only(ctx: &Ctx, n: usize, sqlite: bool) -> Result<SyncFigures> {
     } else {
         fresh_pg(&ctx.pg_admin).await?
     };
-    let store = Store::open(Some(&url)).await?;
+    let store = Store::open_and_migrate(Some(&url)).await?;
     let mut s = timed_sync(&store, &url, &defs, n).await?;
     s.run = format!("sync-{n}");
     eprintln!(
@@ -1731,7 +1733,7 @@ async fn profile(a: ProfileArgs) -> Result<()> {
         } else {
             fresh_pg(&a.pg_url).await?
         };
-        let store = Store::open(Some(&url)).await?;
+        let store = Store::open_and_migrate(Some(&url)).await?;
         let loaded = actcore::definition::load_dir(&defs).map_err(|p| anyhow::anyhow!("{p}"))?;
         store.sync(&loaded, Timestamp::now(), false).await?;
         let stored = store.definitions().await?;

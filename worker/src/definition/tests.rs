@@ -216,3 +216,299 @@ fn shipped_definitions_directory_is_valid() {
             .any(|l| l.definition.slug == "state-hub-consistency-sweep")
     );
 }
+
+fn with_schedule(extra: &str) -> String {
+    MINIMAL.replace("[schedule]", &format!("[schedule]\n{extra}"))
+}
+
+#[test]
+fn fault3_jitter_at_the_grace_is_rejected_naming_both_values() {
+    // The default grace is 60 s; the schedule's period 5 min.
+    let p = one_problem(&with_schedule("jitter = \"60s\""), "schedule.jitter");
+    assert!(p.message.contains("jitter 1m"), "{p}");
+    assert!(p.message.contains("schedule.misfire_grace (1m)"), "{p}");
+    assert!(p.message.contains("shortest period between two instants (5m"), "{p}");
+    assert!(p.fix.contains("below 1m"), "{p}");
+    parse(&with_schedule("jitter = \"59s\"")).unwrap();
+}
+
+#[test]
+fn fault3_jitter_at_the_shortest_period_is_rejected() {
+    let p = one_problem(
+        &with_schedule("misfire_grace = \"1h\"\njitter = \"5m\""),
+        "schedule.jitter",
+    );
+    assert!(p.message.contains("(5m, from "), "{p}");
+    assert!(p.fix.contains("below 5m"), "{p}");
+    parse(&with_schedule("misfire_grace = \"1h\"\njitter = \"4m59s\"")).unwrap();
+}
+
+/// 01:30 and 02:30 are an hour apart, except on spring-forward day, when
+/// 02:30 falls in the gap and fires at 03:00: 30 minutes after 01:30.
+#[test]
+fn fault3_jitter_against_a_period_that_dst_shortens() {
+    let text = MINIMAL.replace(
+        "cron = \"*/5 * * * *\"",
+        "cron = \"30 1,2 * * *\"\ntimezone = \"America/New_York\"\nmisfire_grace = \"2h\"\njitter = \"45m\"",
+    );
+    let p = one_problem(&text, "schedule.jitter");
+    assert!(p.message.contains("(30m, from "), "{p}");
+    parse(&text.replace("45m", "29m")).unwrap();
+}
+
+/// `0 0 29 2 *` fires every four years: a jitter below the grace is fine,
+/// and measuring the period does not search forever.
+#[test]
+fn fault3_leap_day_schedule_takes_a_jitter_below_the_grace() {
+    let text = MINIMAL.replace(
+        "cron = \"*/5 * * * *\"",
+        "cron = \"0 0 29 2 *\"\nmisfire_grace = \"2h\"\njitter = \"1h\"",
+    );
+    parse(&text).unwrap();
+    let p = one_problem(&text.replace("jitter = \"1h\"", "jitter = \"3h\""), "schedule.jitter");
+    assert!(p.message.contains("misfire_grace (2h)"), "{p}");
+}
+
+#[test]
+fn fault4_huge_jitter_is_rejected() {
+    let p = one_problem(
+        &with_schedule("misfire_grace = \"7d\"\njitter = \"100000000d\""),
+        "schedule.jitter",
+    );
+    assert!(p.message.contains("out of range"), "{p}");
+    assert!(p.fix.contains("from 0s to 1d"), "{p}");
+}
+
+#[test]
+fn fault4_huge_misfire_grace_is_rejected() {
+    for huge in ["200000000000d", "100000000d", "8d"] {
+        let p = one_problem(
+            &with_schedule(&format!("misfire_grace = \"{huge}\"")),
+            "schedule.misfire_grace",
+        );
+        assert!(p.fix.contains("from 1s to 7d"), "{huge}: {p}");
+    }
+}
+
+/// Every duration key has a range; a value outside it is a problem on that
+/// key naming the range, never a panic or a wrapped negative.
+#[test]
+fn fault4_every_duration_key_is_bounded() {
+    let full = |table: &str, line: &str| {
+        if table == "schedule" || table == "action" {
+            MINIMAL.replace(&format!("[{table}]"), &format!("[{table}]\n{line}"))
+        } else {
+            format!("{MINIMAL}\n[{table}]\n{line}\n")
+        }
+    };
+    for (table, key, too_small, too_large, range) in [
+        ("schedule", "misfire_grace", "0s", "8d", "from 1s to 7d"),
+        ("schedule", "jitter", "", "2d", "from 0s to 1d"),
+        ("action", "timeout", "99ms", "2d", "from 100ms to 1d"),
+        ("retry", "initial_interval", "0s", "2d", "from 1s to 1d"),
+        ("retry", "max_interval", "0s", "8d", "from 1s to 7d"),
+        ("guard", "cooldown", "", "2d", "from 0s to 1d"),
+        ("guard", "window", "0s", "32d", "from 1s to 31d"),
+        ("guard", "open_for", "0s", "8d", "from 1s to 7d"),
+    ] {
+        for value in [too_small, too_large, "99999999999d"]
+            .into_iter()
+            .filter(|v| !v.is_empty())
+        {
+            let p = one_problem(&full(table, &format!("{key} = \"{value}\"")), &format!("{table}.{key}"));
+            assert!(p.fix.contains(range), "{table}.{key} = {value}: {p}");
+        }
+    }
+    let fire_once = |window: &str| with_schedule(&format!("misfire = \"fire_once\"\ncatchup_window = \"{window}\""));
+    parse(&fire_once("1h")).unwrap();
+    for bad in ["0s", "367d"] {
+        let p = one_problem(&fire_once(bad), "schedule.catchup_window");
+        assert!(p.fix.contains("from 1s to 366d"), "{p}");
+    }
+    let p = one_problem(
+        &format!("{MINIMAL}\n[retry]\ninitial_interval = \"1m\"\nmax_interval = \"30s\"\n"),
+        "retry.max_interval",
+    );
+    assert!(p.message.contains("initial_interval (1m)"), "{p}");
+}
+
+#[test]
+fn fault9_url_without_a_host_is_rejected() {
+    for url in [
+        "http://",
+        "https://",
+        "http:///path",
+        "http://:8080/x",
+        "http://user@/x",
+        "http://[::1/x",
+    ] {
+        let p = one_problem(&MINIMAL.replace("http://127.0.0.1:9/x", url), "action.url");
+        assert!(p.message.contains(url), "{url}: {p}");
+    }
+    let p = one_problem(
+        &MINIMAL.replace("[action]", "[action]\npreflight = \"http://\""),
+        "action.preflight",
+    );
+    assert!(p.message.contains("no host"), "{p}");
+    // A variable may stand for the host, the port or the whole URL.
+    for url in [
+        "${HUB}",
+        "${HUB}/x",
+        "http://${HOST}/x",
+        "http://h:${PORT}/x",
+        "https://u:${PW}@h/x",
+    ] {
+        parse(&MINIMAL.replace("http://127.0.0.1:9/x", url)).unwrap_or_else(|p| panic!("{url}: {p:#?}"));
+    }
+}
+
+fn dir_with_minimal() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("a.toml"), MINIMAL).unwrap();
+    dir
+}
+
+#[track_caller]
+fn only_problem(dir: &Path, file: &str) -> Problem {
+    let ps = load_dir(dir).expect_err("the unreadable file is a problem").0;
+    assert_eq!(ps.len(), 1, "{ps:#?}");
+    assert!(ps[0].file.ends_with(file), "{ps:#?}");
+    ps[0].clone()
+}
+
+#[test]
+fn fault9_dangling_symlink_is_a_problem() {
+    let dir = dir_with_minimal();
+    std::os::unix::fs::symlink(dir.path().join("gone.txt"), dir.path().join("b.toml")).unwrap();
+    let p = only_problem(dir.path(), "b.toml");
+    assert!(
+        p.message.contains("dangling symlink") && p.message.contains("gone.txt"),
+        "{p}"
+    );
+    assert!(p.fix.contains("remove the link"), "{p}");
+}
+
+#[test]
+fn fault9_symlink_loop_is_a_problem() {
+    let dir = dir_with_minimal();
+    std::os::unix::fs::symlink(dir.path().join("c.toml"), dir.path().join("b.toml")).unwrap();
+    std::os::unix::fs::symlink(dir.path().join("b.toml"), dir.path().join("c.toml")).unwrap();
+    let ps = load_dir(dir.path()).expect_err("loops are problems").0;
+    assert_eq!(ps.len(), 2, "{ps:#?}");
+    for p in &ps {
+        assert!(p.message.contains("cannot be followed"), "{p}");
+        assert!(p.fix.contains("loop"), "{p}");
+    }
+}
+
+#[test]
+fn fault9_a_directory_named_toml_is_a_problem() {
+    let dir = dir_with_minimal();
+    std::fs::create_dir(dir.path().join("b.toml")).unwrap();
+    let p = only_problem(dir.path(), "b.toml");
+    assert!(p.message.contains("not a regular file"), "{p}");
+}
+
+#[test]
+fn fault9_invalid_utf8_names_the_line_not_the_permissions() {
+    let dir = dir_with_minimal();
+    let mut bytes = MINIMAL.replace("slug = \"minimal\"", "slug = \"other\"").into_bytes();
+    let at = bytes.windows(4).position(|w| w == b"[act").unwrap();
+    bytes.splice(at..at, b"# caf\xe9\n".iter().copied());
+    std::fs::write(dir.path().join("b.toml"), &bytes).unwrap();
+    let p = only_problem(dir.path(), "b.toml");
+    assert!(
+        p.message.starts_with("line 6, column 6: not valid UTF-8 (byte 0xe9)"),
+        "{p}"
+    );
+    assert!(p.fix.contains("UTF-8") && !p.fix.contains("permission"), "{p}");
+}
+
+// ---------------------------------------------------------------- evolution (issue 8)
+
+/// Files are strict where people write them; specs in the database are
+/// read tolerantly: a newer `sync` may have written keys this binary does
+/// not know. They are dropped and named; the user's body is left whole.
+#[test]
+fn a_stored_spec_with_unknown_keys_is_read_and_the_keys_named() {
+    let d = parse(FLAGSHIP).unwrap();
+    let mut spec = d.canonical_json();
+    spec["canary"] = serde_json::json!({"verify": "${STATE_HUB_URL}/progress"});
+    spec["schedule"]["buffer"] = serde_json::json!(1);
+    spec["action"]["retry_on"] = serde_json::json!([502]);
+    spec["action"]["body"]["a_body_key"] = serde_json::json!("the user's own");
+    spec["guard"]["budget"] = serde_json::json!({"per_day": 10});
+    let (read, unknown) = Definition::from_stored_spec(spec.clone()).unwrap();
+    assert_eq!(
+        unknown,
+        ["action.retry_on", "canary", "guard.budget", "schedule.buffer"]
+    );
+    assert_eq!(read.action.body.as_ref().unwrap()["a_body_key"], "the user's own");
+    let mut expected = d.clone();
+    expected.action.body.as_mut().unwrap()["a_body_key"] = serde_json::json!("the user's own");
+    assert_eq!(read, expected);
+    assert_eq!(Definition::from_stored(spec).unwrap(), expected);
+    // The same keys in a file are still refused.
+    one_problem(
+        &FLAGSHIP.replace("[schedule]", "[schedule]\nbuffer = 1"),
+        "schedule.buffer",
+    );
+    one_problem(&format!("{FLAGSHIP}\n[canary]\nverify = \"x\"\n"), "canary");
+}
+
+/// The canonical form of today's definitions, pinned: a change to it
+/// (a new key written at its default, a renamed field) changes every
+/// stored spec_hash, and the next sync marks every activity changed.
+#[test]
+fn the_canonical_form_is_pinned() {
+    assert_eq!(
+        parse(MINIMAL).unwrap().spec_hash(),
+        "dd44087882e4fb20ecd5dd3facd684805da558a06056e52438b591fd963b515b",
+        "the canonical spec changed: keep new keys out of it at their default (is_default)"
+    );
+    assert_eq!(
+        parse(FLAGSHIP).unwrap().spec_hash(),
+        "1932a48715f6b8141128ee1611df6b8adf2f4b48f926606f15ed2d8b0b03acb4"
+    );
+}
+
+/// How a later version adds a key: optional, left out at its default. A
+/// definition that does not use it keeps its spec_hash (no churn on
+/// upgrade); one that does gets a new hash, and this (older) binary reads
+/// that spec, ignoring the key.
+#[test]
+fn adding_an_optional_key_at_its_default_leaves_spec_hash_unchanged() {
+    #[derive(serde::Serialize, Default, PartialEq)]
+    struct Canary {
+        verify: String,
+    }
+    #[derive(serde::Serialize)]
+    struct Newer {
+        #[serde(flatten)]
+        current: Definition,
+        #[serde(default, skip_serializing_if = "is_default")]
+        canary: Option<Canary>,
+        #[serde(default, skip_serializing_if = "is_default")]
+        max_concurrent: u32,
+    }
+    for text in [MINIMAL, FLAGSHIP] {
+        let d = parse(text).unwrap();
+        let newer = |canary, max_concurrent| {
+            serde_json::to_value(Newer {
+                current: d.clone(),
+                canary,
+                max_concurrent,
+            })
+            .unwrap()
+        };
+        let at_default = newer(None, 0);
+        assert_eq!(at_default, d.canonical_json());
+        assert_eq!(hash_spec(&at_default), d.spec_hash());
+
+        let used = newer(Some(Canary { verify: "x".into() }), 2);
+        assert_ne!(hash_spec(&used), d.spec_hash());
+        let (read, unknown) = Definition::from_stored_spec(used).unwrap();
+        assert_eq!(read, d);
+        assert_eq!(unknown, ["canary", "max_concurrent"]);
+    }
+}

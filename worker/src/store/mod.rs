@@ -9,6 +9,7 @@
 mod api;
 mod pg_listen;
 mod postgres;
+pub mod schema;
 mod sqlite;
 pub mod time;
 
@@ -186,18 +187,78 @@ pub struct DefinitionsVersion {
     pub max_updated_at: Option<Timestamp>,
 }
 
-/// Redacts the password from a database URL for messages.
+/// Redacts every password from a database URL for messages: the userinfo's
+/// (`postgres://user:***@host`) and any password-like query parameter
+/// (`?password=***`, `sslpassword`, `passwd`, `pwd`, `secret`, `token`, ...).
+/// Textual, so it also works on a URL that does not parse; when in doubt it
+/// hides too much rather than too little.
 pub fn redact_url(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(scheme_end), Some(at)) if at > scheme_end => {
-            let userinfo = &url[scheme_end + 3..at];
+    let after_scheme = url.find("://").map_or(0, |i| i + 3);
+    let query_at = url[after_scheme..].find('?').map(|i| after_scheme + i);
+    let (head, query) = url.split_at(query_at.unwrap_or(url.len()));
+    let mut out = String::with_capacity(url.len());
+    // The userinfo ends at the last `@` before the query (a password may hold `@`).
+    match (after_scheme > 0, head[after_scheme..].rfind('@')) {
+        (true, Some(at)) => {
+            let userinfo = &head[after_scheme..after_scheme + at];
             match userinfo.split_once(':') {
-                Some((user, _)) => format!("{}{user}:***{}", &url[..scheme_end + 3], &url[at..]),
-                None => url.to_string(),
+                Some((user, _)) => {
+                    out.push_str(&head[..after_scheme]);
+                    out.push_str(user);
+                    out.push_str(":***");
+                    out.push_str(&head[after_scheme + at..]);
+                }
+                None => out.push_str(head),
             }
         }
-        _ => url.to_string(),
+        _ => out.push_str(head),
     }
+    let Some(params) = query.strip_prefix('?') else {
+        return out;
+    };
+    out.push('?');
+    for (i, param) in params.split('&').enumerate() {
+        if i > 0 {
+            out.push('&');
+        }
+        match param.split_once('=') {
+            Some((key, _)) if password_like(key) => {
+                out.push_str(key);
+                out.push_str("=***");
+            }
+            _ => out.push_str(param),
+        }
+    }
+    out
+}
+
+/// A query parameter that may carry a secret (`password`, `sslpassword`,
+/// `PassWord`, `pass%77ord`, ...).
+fn password_like(key: &str) -> bool {
+    let bytes = key.as_bytes();
+    let mut decoded = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let escaped = bytes
+            .get(i + 1..i + 3)
+            .filter(|h| h.iter().all(u8::is_ascii_hexdigit))
+            .and_then(|h| u8::from_str_radix(std::str::from_utf8(h).ok()?, 16).ok());
+        match (bytes[i], escaped) {
+            (b'%', Some(b)) => {
+                decoded.push(b);
+                i += 3;
+            }
+            (b, _) => {
+                decoded.push(b);
+                i += 1;
+            }
+        }
+    }
+    let key = String::from_utf8_lossy(&decoded).to_ascii_lowercase();
+    key == "pass"
+        || ["password", "passwd", "pwd", "secret", "token"]
+            .iter()
+            .any(|w| key.contains(w))
 }
 
 /// The embedded store's URL under `dir` (`.actcore/actcore.db`).
@@ -206,9 +267,26 @@ pub fn default_sqlite_url(dir: &Path) -> String {
 }
 
 impl Store {
-    /// Opens (and migrates) the store at `url`. With no URL, the embedded
-    /// SQLite file under `.actcore/` in the working directory.
+    /// Opens the store at `url` and checks that its schema has every
+    /// migration this binary needs (else exit 78 naming `actcore migrate`,
+    /// see [`schema`]). With no URL, the embedded SQLite file under
+    /// `.actcore/` in the working directory.
     pub async fn open(url: Option<&str>) -> Result<Store> {
+        let store = Store::connect(url).await?;
+        schema::check(&store).await?;
+        Ok(store)
+    }
+
+    /// Opens the store and applies the migrations it lacks: `actcore
+    /// migrate`, `dev`, and test harnesses on a fresh database.
+    pub async fn open_and_migrate(url: Option<&str>) -> Result<Store> {
+        let store = Store::connect(url).await?;
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    /// Opens the store at `url` without looking at its schema.
+    pub async fn connect(url: Option<&str>) -> Result<Store> {
         let url = match url {
             Some(u) if !u.trim().is_empty() => u.to_string(),
             _ => default_sqlite_url(Path::new(".")),
@@ -223,7 +301,6 @@ impl Store {
                 redact_url(&url)
             )));
         };
-        store.migrate().await?;
         Ok(store)
     }
 
@@ -297,6 +374,19 @@ pub(crate) fn sync_events(plan: &Plan, now: Timestamp) -> Vec<NewEvent> {
     events
 }
 
+/// A stored spec as this binary reads it (unknown keys tolerated); None,
+/// with an error naming the activity, when even that fails: the other
+/// activities still load and fire.
+pub(crate) fn decode_stored(slug: String, spec: serde_json::Value) -> Option<crate::definition::Definition> {
+    match crate::definition::Definition::from_stored(spec) {
+        Ok(d) => Some(d),
+        Err(e) => {
+            tracing::error!(activity = %slug, error = %e, "stored spec cannot be read by this version; not firing it (upgrade this worker)");
+            None
+        }
+    }
+}
+
 /// Turns a connection failure into one line naming the URL and what to try.
 pub(crate) fn connect_error(url: &str, err: impl std::fmt::Display) -> Error {
     Error::Connect {
@@ -305,5 +395,41 @@ pub(crate) fn connect_error(url: &str, err: impl std::fmt::Display) -> Error {
         hint: "check that the server is up and the URL (host, port, user, database) is right; \
                unset DATABASE_URL to use the embedded store under .actcore/"
             .into(),
+    }
+}
+
+#[cfg(test)]
+mod redact_tests {
+    use super::redact_url;
+
+    #[test]
+    fn fault9_passwords_are_redacted_in_the_userinfo_and_the_query() {
+        for (url, expected) in [
+            ("postgres://u:secret@h:5432/db", "postgres://u:***@h:5432/db"),
+            ("postgres://u:se@cr:et@h/db", "postgres://u:***@h/db"),
+            ("postgres://u@h/db?password=secret", "postgres://u@h/db?password=***"),
+            (
+                "postgres://h/db?password=se@cret&sslmode=require",
+                "postgres://h/db?password=***&sslmode=require",
+            ),
+            (
+                "postgres://u:a@h/db?sslmode=verify-full&sslpassword=secret&PASSWORD=secret",
+                "postgres://u:***@h/db?sslmode=verify-full&sslpassword=***&PASSWORD=***",
+            ),
+            ("postgres://h/db?pass%77ord=secret", "postgres://h/db?pass%77ord=***"),
+            ("postgres://h/db?user=u&pass=secret", "postgres://h/db?user=u&pass=***"),
+            (
+                "postgres://h/db?application_name=x",
+                "postgres://h/db?application_name=x",
+            ),
+            ("postgres://u@h/db", "postgres://u@h/db"),
+            ("sqlite://.actcore/actcore.db", "sqlite://.actcore/actcore.db"),
+            ("not a url password=secret", "not a url password=secret"),
+        ] {
+            assert_eq!(redact_url(url), expected, "{url}");
+            if url.contains("secret") && url.contains("://") {
+                assert!(!redact_url(url).contains("secret"), "{url}");
+            }
+        }
     }
 }

@@ -19,8 +19,6 @@ use crate::error::{Error, Result};
 use crate::run::{ErrorCode, State};
 use crate::sync::{Existing, SyncReport, Upsert};
 
-static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
-
 /// A pool on a Postgres database.
 #[derive(Clone, Debug)]
 pub struct PgStore {
@@ -80,7 +78,9 @@ impl PgStore {
 
     pub async fn migrate(&self) -> Result<()> {
         // Serialise concurrent starts of several replicas (sqlx also locks).
-        MIGRATOR.run(&self.pool).await?;
+        super::schema::tolerant(&super::schema::POSTGRES)
+            .run(&self.pool)
+            .await?;
         Ok(())
     }
 
@@ -146,23 +146,27 @@ impl PgStore {
 
     pub async fn definitions(&self) -> Result<Vec<StoredDefinition>> {
         let rows = sqlx::query(
-            "select spec, spec_hash, enabled, paused, retired_at, updated_at from activity_definitions order by slug",
+            "select slug, spec, spec_hash, enabled, paused, retired_at, updated_at from activity_definitions order by slug",
         )
         .fetch_all(&self.pool)
         .await?;
-        rows.into_iter()
-            .map(|r| {
-                let spec: serde_json::Value = r.try_get("spec")?;
-                Ok(StoredDefinition {
-                    definition: serde_json::from_value(spec).map_err(|e| sqlx::Error::Decode(Box::new(e)))?,
-                    spec_hash: r.try_get("spec_hash")?,
-                    enabled: r.try_get("enabled")?,
-                    paused: r.try_get("paused")?,
-                    retired_at: r.try_get::<Option<SqlTs>, _>("retired_at")?.map(SqlTs::to_jiff),
-                    updated_at: r.try_get::<SqlTs, _>("updated_at")?.to_jiff(),
-                })
-            })
-            .collect()
+        let mut out = Vec::with_capacity(rows.len());
+        for r in rows {
+            let spec: serde_json::Value = r.try_get("spec")?;
+            // One spec this binary cannot read (a newer value) must not stop the others.
+            let Some(definition) = super::decode_stored(r.try_get("slug")?, spec) else {
+                continue;
+            };
+            out.push(StoredDefinition {
+                definition,
+                spec_hash: r.try_get("spec_hash")?,
+                enabled: r.try_get("enabled")?,
+                paused: r.try_get("paused")?,
+                retired_at: r.try_get::<Option<SqlTs>, _>("retired_at")?.map(SqlTs::to_jiff),
+                updated_at: r.try_get::<SqlTs, _>("updated_at")?.to_jiff(),
+            });
+        }
+        Ok(out)
     }
 
     pub async fn definitions_version(&self) -> Result<DefinitionsVersion> {
@@ -445,7 +449,9 @@ impl PgStore {
 
     pub async fn runs(&self, f: &RunFilter) -> Result<Vec<RunRow>> {
         let rows = sqlx::query(
-            "select * from activity_runs
+            "select run_id, definition_id, fired_at, scheduled_for, trigger, source, attempt, state, outcome, automation_error,
+                    assessment_failures, error_code, error_message, context_snapshot, worker_id, lease_expires_at,
+                    started_at, finished_at from activity_runs
              where ($1::uuid is null or definition_id = $1) and ($2::timestamptz is null or fired_at >= $2)
              order by fired_at desc, run_id limit $3",
         )

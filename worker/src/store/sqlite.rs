@@ -21,8 +21,6 @@ use crate::error::Result;
 use crate::run::{ErrorCode, State};
 use crate::sync::{Existing, SyncReport, Upsert};
 
-static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
-
 #[derive(Clone, Debug)]
 pub struct SqliteStore {
     pool: SqlitePool,
@@ -83,7 +81,7 @@ impl SqliteStore {
     }
 
     pub async fn migrate(&self) -> Result<()> {
-        MIGRATOR.run(&self.pool).await?;
+        super::schema::tolerant(&super::schema::SQLITE).run(&self.pool).await?;
         Ok(())
     }
 
@@ -158,23 +156,26 @@ impl SqliteStore {
 
     pub async fn definitions(&self) -> Result<Vec<StoredDefinition>> {
         let rows = sqlx::query(
-            "select spec, spec_hash, enabled, paused, retired_at, updated_at from activity_definitions order by slug",
+            "select slug, spec, spec_hash, enabled, paused, retired_at, updated_at from activity_definitions order by slug",
         )
         .fetch_all(&self.pool)
         .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(StoredDefinition {
-                    definition: serde_json::from_value(json_of(r, "spec")?)
-                        .map_err(|e| sqlx::Error::Decode(Box::new(e)))?,
-                    spec_hash: r.try_get("spec_hash")?,
-                    enabled: r.try_get("enabled")?,
-                    paused: r.try_get("paused")?,
-                    retired_at: opt_ts_of(r, "retired_at")?,
-                    updated_at: ts_of(r, "updated_at")?,
-                })
-            })
-            .collect()
+        let mut out = Vec::with_capacity(rows.len());
+        for r in &rows {
+            // One spec this binary cannot read (a newer value) must not stop the others.
+            let Some(definition) = super::decode_stored(r.try_get("slug")?, json_of(r, "spec")?) else {
+                continue;
+            };
+            out.push(StoredDefinition {
+                definition,
+                spec_hash: r.try_get("spec_hash")?,
+                enabled: r.try_get("enabled")?,
+                paused: r.try_get("paused")?,
+                retired_at: opt_ts_of(r, "retired_at")?,
+                updated_at: ts_of(r, "updated_at")?,
+            });
+        }
+        Ok(out)
     }
 
     pub async fn definitions_version(&self) -> Result<DefinitionsVersion> {
@@ -461,7 +462,9 @@ impl SqliteStore {
 
     pub async fn runs(&self, f: &RunFilter) -> Result<Vec<RunRow>> {
         let rows = sqlx::query(
-            "select * from activity_runs
+            "select run_id, definition_id, fired_at, scheduled_for, trigger, source, attempt, state, outcome, automation_error,
+                    assessment_failures, error_code, error_message, context_snapshot, worker_id, lease_expires_at,
+                    started_at, finished_at from activity_runs
              where (?1 is null or definition_id = ?1) and (?2 is null or fired_at >= ?2)
              order by fired_at desc, run_id limit ?3",
         )

@@ -197,7 +197,9 @@ async fn rig_with(defs: impl FnOnce(&MockServer) -> Vec<Definition>, slots: usiz
     let defs = defs(&server);
     let dir = tempfile::tempdir().unwrap();
     let url = format!("sqlite://{}", dir.path().join("actcore.db").display());
-    let store = Store::open(Some(&url)).await.expect("open the embedded store");
+    let store = Store::open_and_migrate(Some(&url))
+        .await
+        .expect("open the embedded store");
     let files: Vec<Loaded> = defs
         .into_iter()
         .map(|definition| Loaded {
@@ -617,7 +619,7 @@ async fn fault7_a_panicking_run_task_is_recorded() {
 async fn fault7_a_background_task_that_dies_stops_the_worker_with_an_error() {
     let dir = tempfile::tempdir().unwrap();
     let url = format!("sqlite://{}", dir.path().join("actcore.db").display());
-    let store = Store::open(Some(&url)).await.unwrap();
+    let store = Store::open_and_migrate(Some(&url)).await.unwrap();
     let faults = Arc::new(Faults::default());
     faults.watch_dies.store(true, Ordering::SeqCst);
     let faulty = Faulty {

@@ -12,7 +12,6 @@ use uuid::Uuid;
 
 use crate::action::PreparedRequest;
 use crate::definition::Definition;
-use crate::run::Source;
 use crate::schedule::{self, Schedule};
 use crate::store::StoredDefinition;
 use crate::template;
@@ -49,12 +48,7 @@ impl Fireable {
                 s
             }
         };
-        // `${ACTCORE_SOURCE}` names who fires the run unless the environment overrides it.
-        let lookup = |name: &str| {
-            template::env_lookup(name)
-                .or_else(|| (name == "ACTCORE_SOURCE").then(|| Source::ActivityCore.as_str().to_string()))
-        };
-        let request = crate::action::prepare(&definition.action, lookup);
+        let request = crate::action::prepare(&definition.action, template::worker_lookup);
         Ok(Fireable {
             definition,
             spec_hash,
@@ -78,7 +72,8 @@ impl Fireable {
     /// When to send `instant`: the instant plus its jitter.
     pub fn fire_time(&self, instant: Timestamp) -> Timestamp {
         let j = schedule::jitter(self.definition.id, instant, self.definition.schedule.jitter);
-        instant + j.signed()
+        // Saturating: a row synced by an older binary may hold any jitter.
+        instant.checked_add(j.signed()).unwrap_or(Timestamp::MAX)
     }
 
     /// The grace, counted from the fire time.

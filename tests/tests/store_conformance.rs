@@ -19,10 +19,10 @@ use serde_json::{Value, json};
 use sqlx::{Row, ValueRef};
 use uuid::Uuid;
 
-/// The flagship activity's id (CONTRACTS §2, §3).
+/// The flagship activity's id (docs/reference/tables.md).
 const FLAGSHIP_ID: &str = "7c4e9a12-8f3b-4d5e-9c6a-1b2d3e4f5a6b";
 
-/// The runbook query of CONTRACTS §3, byte for byte.
+/// The runbook query (docs/reference/tables.md), byte for byte.
 const RUNBOOK_SQL: &str = "select run_id, fired_at, scheduled_for,
        context_snapshot->'consistency_sweep_remote_all' as sweep_result
 from activity_runs
@@ -479,6 +479,72 @@ async fn finish_runs_keeps_nulls_in_snapshot(backend: Backend) {
     }
 }
 
+/// A retry of a claim (same run ids, same worker) returns the rows an
+/// attempt whose reply was lost committed: the worker adopts and executes
+/// them. Another worker's claim of the same instant gets nothing.
+async fn claim_adopts_the_rows_of_an_attempt_whose_reply_was_lost(backend: Backend) {
+    let (store, _g, files) = store_with(backend, 3).await;
+    let at = t("2030-01-01T05:00:00Z");
+    let batch = items(&files, false);
+    let first = claim(&store, at, "w1", &batch).await;
+    assert_eq!(first.len(), 3);
+    let mut again = claim(&store, at, "w1", &batch).await;
+    let mut first = first;
+    first.sort_by_key(|c| c.run_id);
+    again.sort_by_key(|c| c.run_id);
+    assert_eq!(again, first, "the retry adopts exactly the committed rows");
+    assert_eq!(all_runs(&store).await.len(), 3, "and inserts none");
+    let mut other = items(&files, false);
+    for i in &mut other {
+        i.run_id = Uuid::now_v7();
+    }
+    assert!(claim(&store, at, "w2", &other).await.is_empty(), "the fence holds");
+}
+
+/// With `skip_if_running`, a run this worker finished but has not written
+/// yet (its row still says `running`) is not an overlap.
+async fn finished_but_unwritten_runs_are_not_overlaps(backend: Backend) {
+    let (store, _g, files) = store_with(backend, 1).await;
+    let t1 = t("2030-01-01T06:00:00Z");
+    let first = claim(&store, t1, "w1", &items(&files, true)).await;
+    assert_eq!(first[0].state, State::Running);
+    let finished = [first[0].run_id];
+    let second = claim_with(&store, t1 + secs(60), "w1", &items(&files, true), secs(30), &finished).await;
+    assert_eq!(second[0].state, State::Running, "{second:?}");
+    let third = claim(&store, t1 + secs(120), "w1", &items(&files, true)).await;
+    assert_eq!(third[0].state, State::Skipped, "still running as far as anyone knows");
+}
+
+/// Postgres refuses a NUL character in `jsonb`; the worker's
+/// `snapshot::make_storable` escapes it, and that is stored on both backends.
+async fn fault2_a_nul_is_refused_raw_and_stored_escaped(backend: Backend) {
+    let (store, _g, files) = store_with(backend, 1).await;
+    let at = t("2030-01-01T07:00:00Z");
+    let run = claim(&store, at, "w1", &items(&files, false)).await[0];
+    let raw = json!({"body_text": "a\u{0}b"});
+    let refused = store
+        .finish_runs(&[finish(run.run_id, Outcome::Ok, raw.clone(), at)])
+        .await;
+    if backend == Backend::Postgres {
+        assert!(refused.is_err(), "Postgres cannot hold NUL in jsonb");
+    }
+    let mut escaped = raw;
+    assert_eq!(actcore::snapshot::make_storable(&mut escaped), 1);
+    if backend == Backend::Postgres {
+        let n = store
+            .finish_runs(&[finish(run.run_id, Outcome::Ok, escaped, at)])
+            .await
+            .expect("escaped, it is stored");
+        assert_eq!(n, 1);
+    }
+    let row = run_by_id(&store, run.run_id).await;
+    assert_eq!(row.state, "succeeded");
+    if backend == Backend::Postgres {
+        assert_eq!(row.context_snapshot["body_text"], "a\\u0000b");
+        assert_eq!(row.context_snapshot["sanitized"]["nul_characters_escaped"], 1);
+    }
+}
+
 // ---------------------------------------------------------------- leases
 
 /// Renewed leases survive the reaper; expired ones become `abandoned`
@@ -896,7 +962,7 @@ async fn sync_keeps_operator_state_and_history(backend: Backend) {
 
 // ---------------------------------------------------------------- runbook SQL
 
-/// The runbook query of CONTRACTS §3 runs verbatim and returns the sweep
+/// The runbook query (docs/reference/tables.md) runs verbatim and returns the sweep
 /// result that was stored under `consistency_sweep_remote_all`.
 async fn runbook_query_verbatim(backend: Backend) {
     let (store, _g, _url) = fresh_store(backend).await;
@@ -978,30 +1044,10 @@ async fn runbook_query_verbatim(backend: Backend) {
     assert_eq!(rows[1], (it.run_id, false, older));
 }
 
-macro_rules! conformance {
-    ($($name:ident),+ $(,)?) => {
-        mod postgres {
-            use super::*;
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-                async fn $name() {
-                    super::$name(Backend::Postgres).await;
-                }
-            )+
-        }
-        mod sqlite {
-            use super::*;
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-                async fn $name() {
-                    super::$name(Backend::Sqlite).await;
-                }
-            )+
-        }
-    };
-}
-
-conformance!(
+actcore_tests::both_backends!(
+    claim_adopts_the_rows_of_an_attempt_whose_reply_was_lost,
+    finished_but_unwritten_runs_are_not_overlaps,
+    fault2_a_nul_is_refused_raw_and_stored_escaped,
     claim_is_exactly_once,
     concurrent_claims_partition,
     skip_if_running_records_overlap,

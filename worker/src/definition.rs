@@ -796,7 +796,7 @@ impl Validator<'_> {
                 self.push(
                     "schedule.dst",
                     format!("unknown DST policy `{other}`"),
-                    "use \"vixie\" (the only policy; see CONTRACTS §4)",
+                    "use \"vixie\" (the only policy; see docs/reference/scheduling.md)",
                 );
                 DstPolicy::Vixie
             }

@@ -479,6 +479,26 @@ async fn finish_runs_keeps_nulls_in_snapshot(backend: Backend) {
     }
 }
 
+/// `sync`, `pause` and the lease are stamped by the store's clock: a caller
+/// whose clock runs 10 minutes fast moves nothing into the future.
+async fn fault5_a_callers_clock_ahead_moves_neither_updated_at_nor_leases(backend: Backend) {
+    // `store_with` syncs with a caller's clock in 2030.
+    let (store, _g, files) = store_with(backend, 2).await;
+    let fast = Timestamp::now() + secs(600);
+    store
+        .set_paused(files[0].definition.id, true, fast)
+        .await
+        .expect("pause");
+    let stored = store.definitions().await.expect("defs");
+    assert!(stored.iter().all(|d| d.updated_at <= Timestamp::now()), "{stored:?}");
+    let run = claim(&store, fast, "w-fast", &items(&files[1..], false)).await[0];
+    let lease = run_by_id(&store, run.run_id).await.lease_expires_at.unwrap();
+    assert!(
+        lease <= Timestamp::now() + secs(30),
+        "the lease counts from the database's now: {lease}"
+    );
+}
+
 /// A retry of a claim (same run ids, same worker) returns the rows an
 /// attempt whose reply was lost committed: the worker adopts and executes
 /// them. Another worker's claim of the same instant gets nothing.
@@ -1045,6 +1065,7 @@ async fn runbook_query_verbatim(backend: Backend) {
 }
 
 actcore_tests::both_backends!(
+    fault5_a_callers_clock_ahead_moves_neither_updated_at_nor_leases,
     claim_adopts_the_rows_of_an_attempt_whose_reply_was_lost,
     finished_but_unwritten_runs_are_not_overlaps,
     fault2_a_nul_is_refused_raw_and_stored_escaped,

@@ -233,8 +233,28 @@ async fn three_replicas_fire_every_instant_exactly_once() {
         (all_runs(&store).await.len() >= 20).then_some(())
     })
     .await;
+    // The window ends once every activity has finished ten more instants
+    // (an observable condition, not a fixed sleep).
     let from = Timestamp::now();
-    tokio::time::sleep(Duration::from_secs(12)).await; // the observation window itself
+    eventually(
+        Duration::from_secs(40),
+        "ten more instants of every activity",
+        || async {
+            let rows = all_runs(&store).await;
+            let per = by_def(&rows);
+            (0..20u128)
+                .all(|n| {
+                    per.get(&id(n)).is_some_and(|mine| {
+                        mine.iter()
+                            .filter(|r| r.state == "succeeded" && r.scheduled_for.is_some_and(|s| s > from))
+                            .count()
+                            >= 10
+                    })
+                })
+                .then_some(())
+        },
+    )
+    .await;
     let to = Timestamp::now();
     for w in workers {
         assert!(stop(w).await.success());

@@ -1,5 +1,5 @@
 //! The `actcore` command line (docs/reference/cli.md): human tables by default,
-//! `--json` everywhere, exit codes 0 done, 1 automation error, 2 usage,
+//! `--json` everywhere, exit codes 0 done, 1 database, I/O or internal error, 2 usage,
 //! 78 config.
 
 use std::io::Write;
@@ -30,7 +30,7 @@ macro_rules! out {
 #[command(name = "actcore", version, propagate_version = true, max_term_width = 100)]
 #[command(
     after_help = "Start with `actcore dev` (embedded store, no setup), or see README.md.\n\
-Exit codes: 0 done, 1 automation or database error, 2 usage, 78 configuration."
+Exit codes: 0 done, 1 database, I/O or internal error, 2 usage, 78 configuration."
 )]
 pub struct Cli {
     #[command(flatten)]
@@ -135,7 +135,7 @@ pub struct WorkerArgs {
     #[arg(long, default_value = "30s", env = "ACTCORE_LEASE", value_parser = lease)]
     pub lease: Dur,
     /// On SIGTERM, how long runs in flight may finish, from 0s to 1d
-    /// (default: the longest action timeout + 5s).
+    /// (default: the longest action timeout, plus its preflight, plus 5s).
     #[arg(long, env = "ACTCORE_SHUTDOWN_GRACE", value_parser = shutdown_grace)]
     pub shutdown_grace: Option<Dur>,
     /// How often definitions are re-read even without a NOTIFY, from 1s to 1d.
@@ -170,9 +170,9 @@ fn lease(text: &str) -> std::result::Result<Dur, String> {
 }
 
 fn shutdown_grace(text: &str) -> std::result::Result<Dur, String> {
-    SHUTDOWN_GRACE
-        .parse(text)
-        .map_err(|e| format!("{e}; e.g. --shutdown-grace 60s, or leave it unset for the longest action timeout + 5s"))
+    SHUTDOWN_GRACE.parse(text).map_err(|e| {
+        format!("{e}; e.g. --shutdown-grace 60s, or leave it unset for the longest action timeout (and preflight) + 5s")
+    })
 }
 
 fn reread(text: &str) -> std::result::Result<Dur, String> {

@@ -624,11 +624,15 @@ impl Validator<'_> {
         let Some(text) = value else {
             return Some(limits.default);
         };
+        // `catchup_window` has no default: `fire_once` requires it.
+        let without = if key == "schedule.catchup_window" {
+            "misfire = \"fire_once\" requires it".to_string()
+        } else {
+            format!("without the key it is {}", limits.default)
+        };
         let fix = format!(
-            "write a duration {}: a number and a unit (ms, s, m, h or d), e.g. \"60s\" or \"1h30m\"; \
-             without the key it is {}",
+            "write a duration {}: a number and a unit (ms, s, m, h or d), e.g. \"60s\" or \"1h30m\"; {without}",
             limits.bounds.describe(),
-            limits.default
         );
         match text.parse::<Dur>() {
             Ok(d) => match limits.bounds.check(d) {

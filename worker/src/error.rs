@@ -1,5 +1,6 @@
 //! The library's one error type. Each error knows its exit code (docs/reference/cli.md:
-//! 0 done, 1 automation error, 2 usage, 78 config) and a metric label.
+//! 0 done, 1 database, I/O or internal error, 2 usage, 78 config) and a
+//! metric label. Automation errors are recorded in runs, not exit codes.
 
 use crate::definition::Problems;
 

@@ -112,16 +112,15 @@ mod tests {
         s.parse().unwrap()
     }
 
+    /// `decide` for an instant without jitter (fire time = instant).
+    fn unjittered(s: &Schedule, sp: &ScheduleSpec, instant: &str, now: &str) -> Decision {
+        decide(s, sp, t(instant), t(instant), t(now))
+    }
+
     #[test]
     fn within_the_grace_fires_even_if_late() {
         let (s, sp) = spec(Misfire::Skip, None);
-        let d = decide(
-            &s,
-            &sp,
-            t("2026-01-01T10:00:00Z"),
-            t("2026-01-01T10:00:00Z"),
-            t("2026-01-01T10:00:59Z"),
-        );
+        let d = unjittered(&s, &sp, "2026-01-01T10:00:00Z", "2026-01-01T10:00:59Z");
         assert_eq!(d.fire, Some(t("2026-01-01T10:00:00Z")));
         assert_eq!(d.missed, None);
     }
@@ -130,13 +129,7 @@ mod tests {
     fn skip_records_the_whole_outage_in_one_summary_and_fires_nothing() {
         let (s, sp) = spec(Misfire::Skip, None);
         // Down from 10:00 to 10:30:30: instants 10:00..=10:29 are past the 60 s grace, 10:30 is not.
-        let d = decide(
-            &s,
-            &sp,
-            t("2026-01-01T10:00:00Z"),
-            t("2026-01-01T10:00:00Z"),
-            t("2026-01-01T10:30:30Z"),
-        );
+        let d = unjittered(&s, &sp, "2026-01-01T10:00:00Z", "2026-01-01T10:30:30Z");
         assert_eq!(d.fire, None);
         let m = d.missed.unwrap().count(&s).unwrap();
         assert_eq!(
@@ -153,13 +146,7 @@ mod tests {
     #[test]
     fn fire_once_fires_the_latest_inside_the_window_and_records_the_rest() {
         let (s, sp) = spec(Misfire::FireOnce, Some("1h"));
-        let d = decide(
-            &s,
-            &sp,
-            t("2026-01-01T10:00:00Z"),
-            t("2026-01-01T10:00:00Z"),
-            t("2026-01-01T10:30:30Z"),
-        );
+        let d = unjittered(&s, &sp, "2026-01-01T10:00:00Z", "2026-01-01T10:30:30Z");
         assert_eq!(d.fire, Some(t("2026-01-01T10:29:00Z")));
         let rest = d.missed.unwrap().count(&s).unwrap();
         assert_eq!(
@@ -171,13 +158,7 @@ mod tests {
     #[test]
     fn fire_once_outside_the_window_behaves_like_skip() {
         let (s, sp) = spec(Misfire::FireOnce, Some("30s"));
-        let d = decide(
-            &s,
-            &sp,
-            t("2026-01-01T10:00:00Z"),
-            t("2026-01-01T10:00:00Z"),
-            t("2026-01-01T12:00:30Z"),
-        );
+        let d = unjittered(&s, &sp, "2026-01-01T10:00:00Z", "2026-01-01T12:00:30Z");
         assert_eq!(d.fire, None);
         assert_eq!(d.missed.unwrap().count(&s).unwrap().count, 120);
     }
@@ -197,13 +178,7 @@ mod tests {
     #[test]
     fn fault6_a_decade_long_outage_is_decided_without_counting_it() {
         let (s, sp) = spec(Misfire::Skip, None);
-        let d = decide(
-            &s,
-            &sp,
-            t("2016-01-01T10:00:00Z"),
-            t("2016-01-01T10:00:00Z"),
-            t("2026-01-01T10:00:30Z"),
-        );
+        let d = unjittered(&s, &sp, "2016-01-01T10:00:00Z", "2026-01-01T10:00:30Z");
         // The decision carries a range; the count is the recorder's job.
         let range = d.missed.unwrap();
         assert_eq!(range.upto, t("2026-01-01T09:59:30Z"));

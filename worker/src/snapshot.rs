@@ -110,21 +110,9 @@ pub fn not_executed(reason: &str) -> Value {
 
 /// A result the database refused to store: the reason replaces the snapshot.
 pub fn unstorable(reason: &str) -> Value {
-    let mut reason = reason.to_string();
+    let mut reason = crate::classify::truncate_chars(reason, 1000);
     storable_text(&mut reason);
-    clip(&mut reason, 1000);
     json!({ "snapshot_unstorable": reason })
-}
-
-/// Cuts `text` to at most `max` bytes, on a character boundary.
-pub fn clip(text: &mut String, max: usize) {
-    if text.len() > max {
-        let mut end = max;
-        while !text.is_char_boundary(end) {
-            end -= 1;
-        }
-        text.truncate(end);
-    }
 }
 
 /// One `skipped_misfire` row: which instants, why, and the policy that decided.

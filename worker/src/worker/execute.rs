@@ -33,9 +33,8 @@ pub(crate) struct RunTask {
 pub(crate) fn spawn<S: RunStore>(core: &Arc<Core<S>>, task: RunTask) {
     let span =
         info_span!("run", activity = %task.spec.definition.slug, run_id = %task.run_id, scheduled_for = %task.instant);
-    let core2 = core.clone();
     core.tasks
-        .spawn(supervised(core2, task.run_id, execute(core.clone(), task)).instrument(span));
+        .spawn(supervised(core.clone(), task.run_id, execute(core.clone(), task)).instrument(span));
 }
 
 /// Runs `work` (which records its own result); if it panics, records one.

@@ -168,7 +168,11 @@ async fn claim_with_retry<S: RunStore>(
 ) -> Option<Vec<Claimed>> {
     let mut backoff = Backoff::new(SignedDuration::from_millis(50), SignedDuration::from_secs(1));
     loop {
-        let finished = core.owned.finished_unwritten();
+        // Only this chunk's activities matter to its overlap check (the
+        // chunk is in definition order).
+        let finished = core
+            .owned
+            .finished_unwritten(|d| chunk.binary_search_by_key(&d, |c| c.spec.definition.id).is_ok());
         let batch = ClaimBatch {
             scheduled_for: group.instant,
             fired_at: group.release_at,
@@ -250,7 +254,7 @@ fn release<S: RunStore>(core: &Arc<Core<S>>, group: &Group, chunk: &[Due], claim
         return;
     }
     // Counted as owned from the claim: the lease keeper and the drain see them.
-    core.owned.claimed(won.iter().map(|t| t.run_id));
+    core.owned.claimed(won.iter().map(|t| (t.run_id, t.spec.definition.id)));
     if core.clock.now() >= group.release_at {
         for t in won {
             execute::spawn(core, t);

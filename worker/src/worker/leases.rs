@@ -7,7 +7,7 @@
 //! it, so its lease runs out and the reaper records it, instead of it
 //! staying `running` (and blocking `overlap = "skip"`) until a restart.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::sync::Mutex;
 
 use jiff::SignedDuration;
@@ -22,10 +22,10 @@ use crate::store::RunStore;
 
 #[derive(Default)]
 struct Runs {
-    /// Claimed, not finished yet.
-    running: HashSet<Uuid>,
-    /// Finished, the row not written yet.
-    finished: HashSet<Uuid>,
+    /// Claimed, not finished yet: run id → definition id.
+    running: HashMap<Uuid, Uuid>,
+    /// Finished, the row not written yet: run id → definition id.
+    finished: HashMap<Uuid, Uuid>,
 }
 
 /// The runs this process owns (see the module doc).
@@ -36,15 +36,16 @@ pub(crate) struct Owned {
 }
 
 impl Owned {
-    pub fn claimed(&self, ids: impl IntoIterator<Item = Uuid>) {
+    /// Runs won by a claim, as (run id, definition id).
+    pub fn claimed(&self, ids: impl IntoIterator<Item = (Uuid, Uuid)>) {
         self.runs.lock().expect("owned lock").running.extend(ids);
     }
 
     /// The run's result was handed to the recorder.
     pub fn finished(&self, id: Uuid) {
         let mut runs = self.runs.lock().expect("owned lock");
-        if runs.running.remove(&id) {
-            runs.finished.insert(id);
+        if let Some(definition) = runs.running.remove(&id) {
+            runs.finished.insert(id, definition);
         }
     }
 
@@ -62,12 +63,18 @@ impl Owned {
 
     pub fn all(&self) -> Vec<Uuid> {
         let runs = self.runs.lock().expect("owned lock");
-        runs.running.iter().chain(&runs.finished).copied().collect()
+        runs.running.keys().chain(runs.finished.keys()).copied().collect()
     }
 
-    /// Finished runs whose rows still say `running`: not an overlap.
-    pub fn finished_unwritten(&self) -> Vec<Uuid> {
-        self.runs.lock().expect("owned lock").finished.iter().copied().collect()
+    /// Finished runs of the activities `of` accepts whose rows still say
+    /// `running`: not an overlap. A claim passes only its own activities'.
+    pub fn finished_unwritten(&self, of: impl Fn(Uuid) -> bool) -> Vec<Uuid> {
+        let runs = self.runs.lock().expect("owned lock");
+        runs.finished
+            .iter()
+            .filter(|(_, definition)| of(**definition))
+            .map(|(run, _)| *run)
+            .collect()
     }
 
     pub fn len(&self) -> usize {

@@ -81,7 +81,7 @@ impl<S: RunStore> Recorder<S> {
         };
         row.snapshot = crate::snapshot::unstorable(&e.to_string());
         if let Some(m) = &mut row.error_message {
-            crate::snapshot::clip(m, 1000);
+            *m = crate::classify::truncate_chars(m, 1000);
         }
         match self.with_retries(std::slice::from_mut(row)).await {
             Ok(n) => {

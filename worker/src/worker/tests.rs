@@ -395,7 +395,7 @@ async fn fault2_a_refused_row_is_isolated_and_the_rest_of_its_batch_lands() {
     rig.fire_at("2026-03-01T12:00:01Z").await;
     assert_eq!(rig.core.owned.len(), 3, "in flight until their rows are written");
     assert_eq!(
-        rig.core.owned.finished_unwritten().len(),
+        rig.core.owned.finished_unwritten(|_| true).len(),
         3,
         "finished, waiting in the recorder"
     );
@@ -602,7 +602,7 @@ async fn fault7_a_panicking_run_task_is_recorded() {
         finished_unwritten: &[],
     };
     rig.store.claim(&batch).await.unwrap();
-    rig.core.owned.claimed([run_id]);
+    rig.core.owned.claimed([(run_id, Uuid::from_u128(1))]);
     rig.core
         .tasks
         .spawn(execute::supervised(rig.core.clone(), run_id, async { panic!("boom") }));

@@ -1,0 +1,294 @@
+//! The runs side of the Postgres store: the claim (the exactly-once fence), results, leases, history.
+
+use crate::error::{Error, Result};
+use crate::run::{ErrorCode, State};
+use crate::store::{Abandoned, ClaimBatch, Claimed, FinishRun, NewEvent, NewRun, RunFilter, RunRow};
+use jiff::{SignedDuration, Timestamp};
+use jiff_sqlx::Timestamp as SqlTs;
+use sqlx::Row;
+use sqlx::postgres::PgRow;
+use uuid::Uuid;
+
+use super::*;
+
+impl PgStore {
+    pub async fn claim(&self, b: &ClaimBatch<'_>) -> Result<Vec<Claimed>> {
+        if b.items.is_empty() {
+            return Ok(Vec::new());
+        }
+        let n = b.items.len();
+        let mut run_ids = Vec::with_capacity(n);
+        let mut def_ids = Vec::with_capacity(n);
+        let mut hashes = Vec::with_capacity(n);
+        let mut skips = Vec::with_capacity(n);
+        let mut snaps = Vec::with_capacity(n);
+        for i in b.items {
+            run_ids.push(i.run_id);
+            def_ids.push(i.definition_id);
+            hashes.push(i.spec_hash.as_str());
+            skips.push(i.skip_if_running);
+            snaps.push(sqlx::types::Json(&i.snapshot));
+        }
+        // Rows are inserted in definition order so that replicas racing on
+        // the same instant take the index locks in the same order. The
+        // second half adopts rows a previous attempt with the same run ids
+        // committed (its reply was lost): the statement's snapshot predates
+        // its own insert, so it returns exactly those.
+        let rows = sqlx::query(
+            "with u as (select * from unnest($1::uuid[], $2::uuid[], $3::text[], $4::bool[], $5::jsonb[])
+                        as u(run_id, definition_id, hash, skip, snap)),
+             ins as (
+               insert into activity_runs (run_id, definition_id, fired_at, scheduled_for, trigger, source, attempt, state, outcome,
+                   worker_id, lease_expires_at, started_at, finished_at, context_snapshot, spec_hash)
+               select u.run_id, u.definition_id, $6, $7, 'schedule', 'activity-core', 1,
+                      case when busy.yes then 'skipped' else 'running' end,
+                      case when busy.yes then 'skipped_overlap' end,
+                      $8, case when busy.yes then null else now() + $9 * interval '1 millisecond' end, $6,
+                      case when busy.yes then $6 end, u.snap, u.hash
+               from u
+               left join lateral (select true as yes from activity_runs r
+                                  where u.skip and r.definition_id = u.definition_id and r.state = 'running'
+                                    and r.run_id <> all($10::uuid[]) limit 1) busy on true
+               order by u.definition_id
+               on conflict do nothing
+               returning run_id, definition_id, state)
+             select run_id, definition_id, state from ins
+             union all
+             select r.run_id, r.definition_id, r.state from activity_runs r join u on r.run_id = u.run_id
+             where r.worker_id = $8",
+        )
+        .bind(&run_ids)
+        .bind(&def_ids)
+        .bind(&hashes)
+        .bind(&skips)
+        .bind(&snaps)
+        .bind(ts(b.fired_at))
+        .bind(ts(b.scheduled_for))
+        .bind(b.worker_id)
+        .bind(millis(b.lease))
+        .bind(b.finished_unwritten)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.into_iter()
+            .map(|r| {
+                Ok(Claimed {
+                    run_id: r.try_get("run_id")?,
+                    definition_id: r.try_get("definition_id")?,
+                    state: parse_state(r.try_get("state")?)?,
+                })
+            })
+            .collect()
+    }
+
+    pub async fn insert_run(&self, run: &NewRun) -> Result<bool> {
+        let n = sqlx::query(
+            "insert into activity_runs (run_id, definition_id, fired_at, scheduled_for, trigger, source, attempt, state, outcome,
+                 automation_error, assessment_failures, error_code, error_message, context_snapshot, worker_id,
+                 lease_expires_at, started_at, finished_at, spec_hash)
+             values ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16,$17,$18,$19)
+             on conflict do nothing",
+        )
+        .bind(run.run_id)
+        .bind(run.definition_id)
+        .bind(ts(run.fired_at))
+        .bind(opt_ts(run.scheduled_for))
+        .bind(run.trigger.as_str())
+        .bind(run.source.as_str())
+        .bind(run.attempt)
+        .bind(run.state.as_str())
+        .bind(run.outcome.map(|o| o.as_str()))
+        .bind(run.automation_error)
+        .bind(run.assessment_failures)
+        .bind(run.error_code.map(|c| c.as_str()))
+        .bind(run.error_message.as_deref())
+        .bind(sqlx::types::Json(&run.context_snapshot))
+        .bind(run.worker_id.as_deref())
+        .bind(opt_ts(run.lease_expires_at))
+        .bind(opt_ts(run.started_at))
+        .bind(opt_ts(run.finished_at))
+        .bind(run.spec_hash.as_deref())
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        Ok(n == 1)
+    }
+
+    pub async fn finish_runs(&self, runs: &[FinishRun]) -> Result<u64> {
+        if runs.is_empty() {
+            return Ok(0);
+        }
+        let n = runs.len();
+        let (mut ids, mut states, mut outcomes, mut autos, mut counts, mut codes, mut msgs, mut snaps, mut fins) = (
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+        );
+        for r in runs {
+            ids.push(r.run_id);
+            states.push(r.state.as_str());
+            outcomes.push(r.outcome.as_str());
+            autos.push(r.automation_error);
+            counts.push(r.assessment_failures);
+            codes.push(r.error_code.map(|c| c.as_str()));
+            msgs.push(r.error_message.as_deref());
+            snaps.push(sqlx::types::Json(&r.snapshot));
+            fins.push(ts(r.finished_at));
+        }
+        let done = sqlx::query(
+            "update activity_runs r set state = u.state, outcome = u.outcome, automation_error = u.auto,
+                 assessment_failures = u.count, error_code = u.code, error_message = u.msg,
+                 context_snapshot = r.context_snapshot || u.snap, finished_at = u.fin, lease_expires_at = null
+             from unnest($1::uuid[], $2::text[], $3::text[], $4::bool[], $5::int[], $6::text[], $7::text[], $8::jsonb[], $9::timestamptz[])
+                  as u(run_id, state, outcome, auto, count, code, msg, snap, fin)
+             where r.run_id = u.run_id and r.state = 'running'",
+        )
+        .bind(&ids)
+        .bind(&states)
+        .bind(&outcomes)
+        .bind(&autos)
+        .bind(&counts)
+        .bind(&codes)
+        .bind(&msgs)
+        .bind(&snaps)
+        .bind(&fins)
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        Ok(done)
+    }
+
+    pub async fn renew_leases(&self, run_ids: &[Uuid], lease: SignedDuration, within: SignedDuration) -> Result<u64> {
+        Ok(sqlx::query(
+            "update activity_runs set lease_expires_at = now() + $2 * interval '1 millisecond'
+             where run_id = any($1) and state = 'running' and lease_expires_at < now() + $3 * interval '1 millisecond'",
+        )
+        .bind(run_ids)
+        .bind(millis(lease))
+        .bind(millis(within))
+        .execute(&self.pool)
+        .await?
+        .rows_affected())
+    }
+
+    pub async fn reap_expired(&self) -> Result<Vec<Abandoned>> {
+        let mut tx = self.pool.begin().await?;
+        let rows = sqlx::query(
+            "update activity_runs set state = 'abandoned', outcome = 'automation_error', automation_error = true,
+                 error_code = 'worker_lost', finished_at = now(), lease_expires_at = null,
+                 error_message = 'worker ' || coalesce(worker_id, '?') || ' stopped renewing its lease'
+             where state = 'running' and lease_expires_at < now()
+             returning run_id, definition_id, worker_id, finished_at",
+        )
+        .fetch_all(&mut *tx)
+        .await?;
+        let mut out = Vec::with_capacity(rows.len());
+        let mut events = Vec::with_capacity(rows.len());
+        for r in &rows {
+            let a = Abandoned {
+                run_id: r.try_get("run_id")?,
+                definition_id: r.try_get("definition_id")?,
+            };
+            events.push(NewEvent {
+                at: r.try_get::<SqlTs, _>("finished_at")?.to_jiff(),
+                definition_id: Some(a.definition_id),
+                run_id: Some(a.run_id),
+                kind: "run_abandoned".into(),
+                detail: serde_json::json!({"error_code": "worker_lost", "worker_id": r.try_get::<Option<String>, _>("worker_id")?}),
+            });
+            out.push(a);
+        }
+        insert_events(&mut tx, &events).await?;
+        tx.commit().await?;
+        Ok(out)
+    }
+
+    pub async fn abandon_worker_runs(
+        &self,
+        worker_id: &str,
+        code: ErrorCode,
+        message: &str,
+        now: Timestamp,
+    ) -> Result<u64> {
+        Ok(sqlx::query(
+            "update activity_runs set state = 'abandoned', outcome = 'automation_error', automation_error = true,
+                 error_code = $2, error_message = $3, finished_at = $4, lease_expires_at = null
+             where worker_id = $1 and state = 'running'",
+        )
+        .bind(worker_id)
+        .bind(code.as_str())
+        .bind(message)
+        .bind(ts(now))
+        .execute(&self.pool)
+        .await?
+        .rows_affected())
+    }
+
+    pub async fn record_events(&self, events: &[NewEvent]) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        insert_events(&mut tx, events).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub async fn runs(&self, f: &RunFilter) -> Result<Vec<RunRow>> {
+        let rows = sqlx::query(
+            "select run_id, definition_id, fired_at, scheduled_for, trigger, source, attempt, state, outcome, automation_error,
+                    assessment_failures, error_code, error_message, context_snapshot, worker_id, lease_expires_at,
+                    started_at, finished_at from activity_runs
+             where ($1::uuid is null or definition_id = $1) and ($2::timestamptz is null or fired_at >= $2)
+             order by fired_at desc, run_id limit $3",
+        )
+        .bind(f.definition_id)
+        .bind(opt_ts(f.since))
+        .bind(if f.limit > 0 { f.limit } else { i64::MAX })
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(run_row).collect()
+    }
+
+    pub async fn event_kinds(&self, definition_id: Option<Uuid>) -> Result<Vec<(String, i64)>> {
+        let rows = sqlx::query(
+            "select kind, count(*) as n from activity_events where ($1::uuid is null or definition_id = $1) group by kind order by kind",
+        )
+        .bind(definition_id)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(|r| Ok((r.try_get("kind")?, r.try_get("n")?))).collect()
+    }
+}
+
+fn run_row(r: &PgRow) -> Result<RunRow> {
+    let opt = |col: &str| -> std::result::Result<Option<Timestamp>, sqlx::Error> {
+        Ok(r.try_get::<Option<SqlTs>, _>(col)?.map(SqlTs::to_jiff))
+    };
+    Ok(RunRow {
+        run_id: r.try_get("run_id")?,
+        definition_id: r.try_get("definition_id")?,
+        fired_at: r.try_get::<SqlTs, _>("fired_at")?.to_jiff(),
+        scheduled_for: opt("scheduled_for")?,
+        trigger: r.try_get("trigger")?,
+        source: r.try_get("source")?,
+        attempt: r.try_get("attempt")?,
+        state: r.try_get("state")?,
+        outcome: r.try_get("outcome")?,
+        automation_error: r.try_get("automation_error")?,
+        assessment_failures: r.try_get("assessment_failures")?,
+        error_code: r.try_get("error_code")?,
+        error_message: r.try_get("error_message")?,
+        context_snapshot: r.try_get("context_snapshot")?,
+        worker_id: r.try_get("worker_id")?,
+        lease_expires_at: opt("lease_expires_at")?,
+        started_at: opt("started_at")?,
+        finished_at: opt("finished_at")?,
+    })
+}
+
+fn parse_state(s: &str) -> Result<State> {
+    s.parse().map_err(|e: String| Error::Db(sqlx::Error::Decode(e.into())))
+}

@@ -403,85 +403,6 @@ fn splitmix64(mut z: u64) -> u64 {
     z ^ (z >> 31)
 }
 
-/// Instants of `schedule` in `(after, upto]`: how many, the first and the last.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-pub struct Missed {
-    pub count: u64,
-    pub first: Timestamp,
-    pub last: Timestamp,
-}
-
-/// Counts the instants in `(after, upto]` (stops counting at `limit`, but
-/// `last` is always the true last instant). None when there are none.
-///
-/// `count == limit` means "`limit` or more"; a `limit` of 0 counts as 1. The
-/// work is about `limit` + 2·log2(seconds in the range) steps, so a day-long
-/// outage of a per-second schedule stays cheap.
-pub fn missed_between(schedule: &Schedule, after: Timestamp, upto: Timestamp, limit: u64) -> Option<Missed> {
-    let first = schedule.next_after(after).filter(|t| *t <= upto)?;
-    let mut count = 1;
-    let mut last = first;
-    while count < limit.max(1) {
-        match schedule.next_after(last) {
-            Some(next) if next <= upto => {
-                count += 1;
-                last = next;
-            }
-            _ => return Some(Missed { count, first, last }),
-        }
-    }
-    let last = last_at_or_before(schedule, last, upto);
-    Some(Missed { count, first, last })
-}
-
-/// The last instant `<= upto`, given an instant `known <= upto`, in a
-/// logarithmic number of steps (see [`last_at_or_before_counted`]).
-pub fn last_at_or_before(schedule: &Schedule, known: Timestamp, upto: Timestamp) -> Timestamp {
-    last_at_or_before_counted(schedule, known, upto, &mut 0)
-}
-
-/// The last instant `<= upto`, given an instant `known <= upto`: gallops back
-/// from `upto` then bisects, instead of stepping through every instant.
-/// `probes` counts the `next_after` calls (tests bound it).
-fn last_at_or_before_counted(schedule: &Schedule, known: Timestamp, upto: Timestamp, probes: &mut u32) -> Timestamp {
-    let mut fires_by_upto = |x: Timestamp| {
-        *probes += 1;
-        schedule.next_after(x).is_some_and(|t| t <= upto)
-    };
-    // Invariant: an instant lies in (lo, upto], none lies in (hi, upto].
-    let (mut lo, mut hi) = (known, upto);
-    if !fires_by_upto(lo) {
-        return known;
-    }
-    let mut back = SignedDuration::from_secs(1);
-    while let Ok(x) = upto.checked_sub(back) {
-        if x <= lo {
-            break;
-        }
-        if fires_by_upto(x) {
-            lo = x;
-            break;
-        }
-        hi = x;
-        back = back.checked_mul(2).unwrap_or(SignedDuration::MAX);
-    }
-    while hi.duration_since(lo) > SignedDuration::from_secs(1) {
-        let mid = lo.checked_add(hi.duration_since(lo) / 2).unwrap_or(hi);
-        if fires_by_upto(mid) {
-            lo = mid;
-        } else {
-            hi = mid;
-        }
-    }
-    // (lo, hi] is at most a second wide: one instant, as instants are whole
-    // seconds; the loop only guards that assumption.
-    let mut last = schedule.next_after(lo).unwrap_or(known);
-    while let Some(next) = schedule.next_after(last).filter(|t| *t <= upto) {
-        last = next;
-    }
-    last
-}
-
 /// One line of `actcore schedule preview` (docs/reference/cli.md).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct PreviewEntry {
@@ -510,77 +431,13 @@ pub fn preview(schedule: &Schedule, from: Timestamp, count: usize) -> Vec<Previe
 
 // ---------------------------------------------------------------- shortest period
 
-/// The shortest time between two consecutive instants, and where it falls.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Period {
-    pub length: SignedDuration,
-    pub from: Timestamp,
-    pub to: Timestamp,
-}
+mod missed;
+mod period;
 
-/// The shortest time between two consecutive instants after `from`, or None
-/// when fewer than two fall within eight years (`0 0 29 2 *` has two).
-///
-/// Bounded work, about 300 instants (a millisecond) whatever the schedule:
-/// the first 256 instants (within eight years, two leap cycles) give its rhythm, and the
-/// instants around each UTC-offset change of the following year give what
-/// DST does to it (a fixed-hour time in a spring-forward gap fires at the
-/// gap's end, close to the instant before; a half-hour shift brings
-/// wildcard-hour instants closer).
-pub fn shortest_period(schedule: &Schedule, from: Timestamp) -> Option<Period> {
-    let horizon = |days: i64| {
-        from.checked_add(SignedDuration::from_hours(24 * days))
-            .unwrap_or(Timestamp::MAX)
-    };
-    let (sample_end, dst_end) = (horizon(8 * 366), horizon(366));
-    let mut shortest: Option<Period> = None;
-    let mut walk = |start: Timestamp, count: usize| {
-        let Some(mut prev) = schedule.next_after(start).filter(|t| *t <= sample_end) else {
-            return;
-        };
-        for _ in 0..count {
-            let Some(next) = schedule.next_after(prev).filter(|t| *t <= sample_end) else {
-                return;
-            };
-            let length = next.duration_since(prev);
-            if shortest.is_none_or(|s| length < s.length) {
-                shortest = Some(Period {
-                    length,
-                    from: prev,
-                    to: next,
-                });
-            }
-            prev = next;
-        }
-    };
-    walk(from, 256);
-    for transition in schedule.tz.following(from) {
-        let at = transition.timestamp();
-        if at > dst_end {
-            break;
-        }
-        if let Some(before) = instant_before(schedule, at, from) {
-            walk(before.checked_sub(SignedDuration::from_nanos(1)).unwrap_or(before), 8);
-        }
-    }
-    shortest
-}
-
-/// The last instant in `(floor, at)`: gallops back from `at`, then bisects.
-fn instant_before(schedule: &Schedule, at: Timestamp, floor: Timestamp) -> Option<Timestamp> {
-    let mut back = SignedDuration::from_secs(1);
-    loop {
-        let probe = at.checked_sub(back).ok()?.max(floor);
-        if let Some(known) = schedule.next_after(probe).filter(|t| *t < at) {
-            let upto = at.checked_sub(SignedDuration::from_nanos(1)).ok()?;
-            return Some(last_at_or_before(schedule, known, upto));
-        }
-        if probe == floor {
-            return None;
-        }
-        back = back.checked_mul(2)?;
-    }
-}
+#[cfg(test)]
+use self::missed::last_at_or_before_counted;
+pub use self::missed::{Missed, last_at_or_before, missed_between};
+pub use self::period::{Period, shortest_period};
 
 #[cfg(test)]
 mod tests;

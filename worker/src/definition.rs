@@ -42,6 +42,10 @@ pub struct Definition {
     pub result: ResultSpec,
     pub retry: RetrySpec,
     pub guard: GuardSpec,
+    /// What `trigger --wait` (and the fallback, when the store is out of
+    /// reach) checks after a run; absent when the file has no `[canary]`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub canary: Option<CanarySpec>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -166,6 +170,21 @@ pub struct GuardSpec {
     pub open_for: Dur,
 }
 
+/// Where to confirm that a run reached the remote: an endpoint listing its
+/// recent events (State Hub's progress events), and JSON pointers into each.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CanarySpec {
+    /// A GET URL; may hold `${VAR}`, resolved like the action's.
+    pub verify: String,
+    /// Where the array of events is in the answer: `""` (the whole body) by default.
+    pub events_pointer: String,
+    /// In each event, the source that fired it (`/detail/source` by default).
+    pub source_pointer: String,
+    /// In each event, its RFC 3339 time (`/created_at` by default).
+    pub time_pointer: String,
+}
+
 impl Definition {
     /// Reads a canonical spec as stored by `sync`: tolerant where files are
     /// strict. Keys this binary does not know (a newer `sync` wrote them)
@@ -203,6 +222,12 @@ impl Definition {
             full.action.body = Some(serde_json::Value::Null);
             full.action.headers.insert("known".into(), String::new());
             full.action.preflight = Some(String::new());
+            full.canary = Some(CanarySpec {
+                verify: String::new(),
+                events_pointer: String::new(),
+                source_pointer: String::new(),
+                time_pointer: String::new(),
+            });
             full.canonical_json()
         });
         let mut unknown = Vec::new();
@@ -246,6 +271,9 @@ impl Definition {
         }
         if let Some(b) = &self.action.body {
             template::collect_vars_json(b, &mut out);
+        }
+        if let Some(c) = &self.canary {
+            template::collect_vars(&c.verify, &mut out);
         }
         out.sort();
         out.dedup();

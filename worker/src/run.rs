@@ -86,6 +86,7 @@ sql_enum! {
         SkippedOverlap => "skipped_overlap",
         SkippedPaused => "skipped_paused",
         BlockedCircuitOpen => "blocked_circuit_open",
+        BlockedBudget => "blocked_budget",
     }
 }
 
@@ -113,6 +114,9 @@ sql_enum! {
         Preflight => "preflight",
         /// The worker itself failed while running it (a bug: a panicked run task).
         Internal => "internal",
+        /// A queued run (manual trigger, retry, buffered instant) that no worker
+        /// started before its deadline; it never runs later.
+        Expired => "expired",
     }
 }
 
@@ -125,7 +129,8 @@ impl Outcome {
             Outcome::SkippedMisfire
             | Outcome::SkippedOverlap
             | Outcome::SkippedPaused
-            | Outcome::BlockedCircuitOpen => State::Skipped,
+            | Outcome::BlockedCircuitOpen
+            | Outcome::BlockedBudget => State::Skipped,
         }
     }
 }
@@ -145,7 +150,8 @@ impl ErrorCode {
             | ErrorCode::BadResponse
             | ErrorCode::Config
             | ErrorCode::Shutdown
-            | ErrorCode::Internal => false,
+            | ErrorCode::Internal
+            | ErrorCode::Expired => false,
         }
     }
 }

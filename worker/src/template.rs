@@ -79,6 +79,19 @@ pub fn worker_lookup(name: &str) -> Option<String> {
         .or_else(|| (name == "ACTCORE_SOURCE").then(|| crate::run::Source::ActivityCore.as_str().to_string()))
 }
 
+/// The lookup for a run fired by `source` (a manual trigger, the fallback):
+/// `${ACTCORE_SOURCE}` is that source, whatever the environment says, so the
+/// body says who fired it; other variables come from the environment.
+pub fn source_lookup(source: crate::run::Source) -> impl Fn(&str) -> Option<String> {
+    move |name| {
+        if name == "ACTCORE_SOURCE" {
+            Some(source.as_str().to_string())
+        } else {
+            env_lookup(name)
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -17,6 +17,7 @@ pub struct File {
     pub result: Option<Result>,
     pub retry: Option<Retry>,
     pub guard: Option<Guard>,
+    pub canary: Option<Canary>,
 }
 
 #[derive(Deserialize)]
@@ -72,4 +73,13 @@ pub struct Guard {
     pub window: Option<String>,
     pub open_after: Option<u32>,
     pub open_for: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Canary {
+    pub verify: Option<String>,
+    pub events_pointer: Option<String>,
+    pub source_pointer: Option<String>,
+    pub time_pointer: Option<String>,
 }

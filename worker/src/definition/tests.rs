@@ -433,7 +433,7 @@ fn fault9_invalid_utf8_names_the_line_not_the_permissions() {
 fn a_stored_spec_with_unknown_keys_is_read_and_the_keys_named() {
     let d = parse(FLAGSHIP).unwrap();
     let mut spec = d.canonical_json();
-    spec["canary"] = serde_json::json!({"verify": "${STATE_HUB_URL}/progress"});
+    spec["notify"] = serde_json::json!({"webhook": "${CHAT_URL}"});
     spec["schedule"]["buffer"] = serde_json::json!(1);
     spec["action"]["retry_on"] = serde_json::json!([502]);
     spec["action"]["body"]["a_body_key"] = serde_json::json!("the user's own");
@@ -441,7 +441,7 @@ fn a_stored_spec_with_unknown_keys_is_read_and_the_keys_named() {
     let (read, unknown) = Definition::from_stored_spec(spec.clone()).unwrap();
     assert_eq!(
         unknown,
-        ["action.retry_on", "canary", "guard.budget", "schedule.buffer"]
+        ["action.retry_on", "guard.budget", "notify", "schedule.buffer"]
     );
     assert_eq!(read.action.body.as_ref().unwrap()["a_body_key"], "the user's own");
     let mut expected = d.clone();
@@ -453,7 +453,7 @@ fn a_stored_spec_with_unknown_keys_is_read_and_the_keys_named() {
         &FLAGSHIP.replace("[schedule]", "[schedule]\nbuffer = 1"),
         "schedule.buffer",
     );
-    one_problem(&format!("{FLAGSHIP}\n[canary]\nverify = \"x\"\n"), "canary");
+    one_problem(&format!("{FLAGSHIP}\n[notify]\nwebhook = \"x\"\n"), "notify");
 }
 
 /// The canonical form of today's definitions, pinned: a change to it
@@ -479,24 +479,24 @@ fn the_canonical_form_is_pinned() {
 #[test]
 fn adding_an_optional_key_at_its_default_leaves_spec_hash_unchanged() {
     #[derive(serde::Serialize, Default, PartialEq)]
-    struct Canary {
-        verify: String,
+    struct Notify {
+        webhook: String,
     }
     #[derive(serde::Serialize)]
     struct Newer {
         #[serde(flatten)]
         current: Definition,
         #[serde(default, skip_serializing_if = "is_default")]
-        canary: Option<Canary>,
+        notify: Option<Notify>,
         #[serde(default, skip_serializing_if = "is_default")]
         max_concurrent: u32,
     }
     for text in [MINIMAL, FLAGSHIP] {
         let d = parse(text).unwrap();
-        let newer = |canary, max_concurrent| {
+        let newer = |notify, max_concurrent| {
             serde_json::to_value(Newer {
                 current: d.clone(),
-                canary,
+                notify,
                 max_concurrent,
             })
             .unwrap()
@@ -505,10 +505,33 @@ fn adding_an_optional_key_at_its_default_leaves_spec_hash_unchanged() {
         assert_eq!(at_default, d.canonical_json());
         assert_eq!(hash_spec(&at_default), d.spec_hash());
 
-        let used = newer(Some(Canary { verify: "x".into() }), 2);
+        let used = newer(Some(Notify { webhook: "x".into() }), 2);
         assert_ne!(hash_spec(&used), d.spec_hash());
         let (read, unknown) = Definition::from_stored_spec(used).unwrap();
         assert_eq!(read, d);
-        assert_eq!(unknown, ["canary", "max_concurrent"]);
+        assert_eq!(unknown, ["max_concurrent", "notify"]);
     }
+}
+
+// ---------------------------------------------------------------- canary (issue 9)
+
+#[test]
+fn a_canary_table_is_read_with_its_pointer_defaults() {
+    let d = parse(&format!(
+        "{FLAGSHIP}\n[canary]\nverify = \"${{STATE_HUB_URL}}/progress/?event_type=consistency_sweep_remote_all&limit=5\"\n"
+    ))
+    .unwrap();
+    let c = d.canary.as_ref().unwrap();
+    assert_eq!(
+        (c.events_pointer.as_str(), c.source_pointer.as_str(), c.time_pointer.as_str()),
+        ("", "/detail/source", "/created_at")
+    );
+    assert_ne!(d.spec_hash(), parse(FLAGSHIP).unwrap().spec_hash());
+    assert!(d.template_vars().contains(&"STATE_HUB_URL".to_string()));
+    one_problem(&format!("{FLAGSHIP}\n[canary]\nsource_pointer = \"/s\"\n"), "canary.verify");
+    one_problem(&format!("{FLAGSHIP}\n[canary]\nverify = \"ftp://x\"\n"), "canary.verify");
+    one_problem(
+        &format!("{FLAGSHIP}\n[canary]\nverify = \"http://hub/p\"\ntime_pointer = \"at\"\n"),
+        "canary.time_pointer",
+    );
 }

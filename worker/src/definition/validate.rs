@@ -157,6 +157,7 @@ impl Validator<'_> {
         let result = self.result(raw.result.unwrap_or_default(), slug.as_deref().unwrap_or_default());
         let retry = self.retry(raw.retry.unwrap_or_default());
         let guard = self.guard(raw.guard.unwrap_or_default());
+        let canary = raw.canary.map(|c| self.canary(c));
         Some(Definition {
             id: id?,
             name,
@@ -167,6 +168,7 @@ impl Validator<'_> {
             result,
             retry,
             guard,
+            canary: canary.flatten(),
         })
     }
 
@@ -477,6 +479,21 @@ impl Validator<'_> {
             backoff_coefficient,
             max_interval: max_interval.unwrap_or(MAX_INTERVAL.default),
         }
+    }
+
+    fn canary(&mut self, c: raw::Canary) -> Option<CanarySpec> {
+        let verify = self.required(
+            c.verify,
+            "canary.verify",
+            "add `verify = \"${STATE_HUB_URL}/progress/?event_type=consistency_sweep_remote_all&limit=5\"`, a GET that lists recent events",
+        )?;
+        self.url("canary.verify", &verify);
+        Some(CanarySpec {
+            verify,
+            events_pointer: self.pointer(c.events_pointer, "canary.events_pointer", ""),
+            source_pointer: self.pointer(c.source_pointer, "canary.source_pointer", "/detail/source"),
+            time_pointer: self.pointer(c.time_pointer, "canary.time_pointer", "/created_at"),
+        })
     }
 
     fn guard(&mut self, g: raw::Guard) -> GuardSpec {

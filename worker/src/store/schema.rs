@@ -262,7 +262,9 @@ mod tests {
         let e = judge(&newer_binary(), &applied, "postgres://h/db").unwrap_err();
         assert_eq!(e.exit_code(), 78);
         let text = e.to_string();
-        assert!(text.contains("found version 1 (initial)"), "{text}");
+        let latest = POSTGRES.iter().last().unwrap();
+        let found = format!("found version {} ({})", latest.version, latest.description);
+        assert!(text.contains(&found), "{text}");
         assert!(text.contains("needs version 20991231235959"), "{text}");
         assert!(text.contains("missing: 20991231235959 a_newer_column"), "{text}");
         assert!(text.contains("run `actcore migrate`"), "{text}");

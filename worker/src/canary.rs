@@ -122,7 +122,13 @@ mod tests {
 
     #[test]
     fn finds_the_event_of_the_runs_source_after_its_start() {
-        let v = find(&fixture(), &spec(), Source::ActivityCore, "2026-11-30T15:45:00Z".parse().unwrap()).unwrap();
+        let v = find(
+            &fixture(),
+            &spec(),
+            Source::ActivityCore,
+            "2026-11-30T15:45:00Z".parse().unwrap(),
+        )
+        .unwrap();
         assert!(v.found);
         assert_eq!(v.event_at, Some("2026-11-30T15:45:14.912Z".parse().unwrap()));
         assert_eq!((v.events, v.from_source), (2, 1));
@@ -131,20 +137,44 @@ mod tests {
     #[test]
     fn an_older_event_or_another_source_is_not_enough() {
         // The manual event is at 15:30:12; a manual run started at 15:40 has none after it.
-        let v = find(&fixture(), &spec(), Source::Manual, "2026-11-30T15:40:00Z".parse().unwrap()).unwrap();
+        let v = find(
+            &fixture(),
+            &spec(),
+            Source::Manual,
+            "2026-11-30T15:40:00Z".parse().unwrap(),
+        )
+        .unwrap();
         assert!(!v.found);
         assert_eq!(v.from_source, 1);
         assert_eq!(v.newest, Some("2026-11-30T15:45:14.912Z".parse().unwrap()));
-        let v = find(&fixture(), &spec(), Source::LocalFallback, "2026-11-30T15:00:00Z".parse().unwrap()).unwrap();
+        let v = find(
+            &fixture(),
+            &spec(),
+            Source::LocalFallback,
+            "2026-11-30T15:00:00Z".parse().unwrap(),
+        )
+        .unwrap();
         assert!(!v.found);
     }
 
     #[test]
     fn a_few_seconds_of_clock_skew_are_allowed() {
         // The remote's clock lags: its event reads 15:45:14.9, the run started at 15:45:18.
-        let v = find(&fixture(), &spec(), Source::ActivityCore, "2026-11-30T15:45:18Z".parse().unwrap()).unwrap();
+        let v = find(
+            &fixture(),
+            &spec(),
+            Source::ActivityCore,
+            "2026-11-30T15:45:18Z".parse().unwrap(),
+        )
+        .unwrap();
         assert!(v.found);
-        let v = find(&fixture(), &spec(), Source::ActivityCore, "2026-11-30T15:45:21Z".parse().unwrap()).unwrap();
+        let v = find(
+            &fixture(),
+            &spec(),
+            Source::ActivityCore,
+            "2026-11-30T15:45:21Z".parse().unwrap(),
+        )
+        .unwrap();
         assert!(!v.found);
     }
 

@@ -523,13 +523,23 @@ fn a_canary_table_is_read_with_its_pointer_defaults() {
     .unwrap();
     let c = d.canary.as_ref().unwrap();
     assert_eq!(
-        (c.events_pointer.as_str(), c.source_pointer.as_str(), c.time_pointer.as_str()),
+        (
+            c.events_pointer.as_str(),
+            c.source_pointer.as_str(),
+            c.time_pointer.as_str()
+        ),
         ("", "/detail/source", "/created_at")
     );
     assert_ne!(d.spec_hash(), parse(FLAGSHIP).unwrap().spec_hash());
     assert!(d.template_vars().contains(&"STATE_HUB_URL".to_string()));
-    one_problem(&format!("{FLAGSHIP}\n[canary]\nsource_pointer = \"/s\"\n"), "canary.verify");
-    one_problem(&format!("{FLAGSHIP}\n[canary]\nverify = \"ftp://x\"\n"), "canary.verify");
+    one_problem(
+        &format!("{FLAGSHIP}\n[canary]\nsource_pointer = \"/s\"\n"),
+        "canary.verify",
+    );
+    one_problem(
+        &format!("{FLAGSHIP}\n[canary]\nverify = \"ftp://x\"\n"),
+        "canary.verify",
+    );
     one_problem(
         &format!("{FLAGSHIP}\n[canary]\nverify = \"http://hub/p\"\ntime_pointer = \"at\"\n"),
         "canary.time_pointer",

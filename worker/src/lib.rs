@@ -18,6 +18,7 @@
 //! - [`cli`]: the commands and their output; [`telemetry`]: logs.
 
 pub mod action;
+pub mod audit;
 pub mod canary;
 pub mod classify;
 pub mod cli;

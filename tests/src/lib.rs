@@ -281,6 +281,8 @@ impl Worker {
             .env("DATABASE_URL", database_url)
             .env("RUST_LOG", "info,sqlx=warn")
             .env("ACTCORE_WORKER_ID", name)
+            // Every worker serves the admin API: on any free port, so replicas do not collide.
+            .env("ACTCORE_LISTEN", "127.0.0.1:0")
             .stdin(Stdio::null())
             .stdout(file.try_clone().unwrap())
             .stderr(file)
@@ -330,7 +332,10 @@ where
 /// Runs `actcore` to completion and returns (exit code, stdout, stderr).
 pub fn run_cli(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
     let mut cmd = std::process::Command::new(actcore_bin());
-    cmd.args(args).env_remove("DATABASE_URL").env("RUST_LOG", "warn");
+    cmd.args(args)
+        .env_remove("DATABASE_URL")
+        .env("RUST_LOG", "warn")
+        .env("ACTCORE_LISTEN", "127.0.0.1:0");
     for (k, v) in env {
         cmd.env(k, v);
     }

@@ -108,7 +108,7 @@ async fn an_older_schema_exits_78_naming_actcore_migrate(backend: Backend) {
     for args in [
         vec!["status"],
         vec!["runs"],
-        vec!["pause", "a"],
+        vec!["pause", "a", "--reason", "test"],
         vec!["sync", "--definitions", d],
         vec!["sync", "--dry-run", "--migrate", "--definitions", d],
         vec!["worker"],

@@ -283,7 +283,7 @@ async fn retire_keeps_history(backend: Backend) {
     assert!(kinds.contains(&("definition_retired".to_string(), 1)), "{kinds:?}");
 
     // A retired activity is not a CLI handle any more.
-    let paused = db.cli(&["pause", "goner"]);
+    let paused = db.cli(&["pause", "goner", "--reason", "test"]);
     assert_exit(&paused, 2, "pause of a retired slug");
 
     std::fs::write(defs.path().join("goner.toml"), saved).unwrap();
@@ -310,7 +310,7 @@ async fn paused_survives_sync(backend: Backend) {
     write_definition(defs.path(), "other", Uuid::new_v4(), "*/15 * * * *", URL, "");
     assert_exit(&db.sync(defs.path()), 0, "sync");
 
-    let out = db.cli(&["pause", "sweep"]);
+    let out = db.cli(&["pause", "sweep", "--reason", "test"]);
     assert_exit(&out, 0, "pause");
     let store = db.open().await;
     assert!(by_slug(&store.definitions().await.expect("defs"), "sweep").paused);
@@ -358,7 +358,7 @@ async fn failing_file_leaves_database_untouched(backend: Backend) {
     write_definition(defs.path(), "a", a, "*/5 * * * *", URL, "");
     write_definition(defs.path(), "b", Uuid::new_v4(), "*/5 * * * *", URL, "");
     assert_exit(&db.sync(defs.path()), 0, "sync");
-    assert_exit(&db.cli(&["pause", "b"]), 0, "pause");
+    assert_exit(&db.cli(&["pause", "b", "--reason", "test"]), 0, "pause");
     let store = db.open().await;
     assert!(store.insert_run(&run_for(a)).await.expect("insert run"));
     let before = dump(&store).await;

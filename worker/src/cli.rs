@@ -26,11 +26,15 @@ macro_rules! out {
 
 mod definitions;
 mod history;
+mod ops;
 mod run_worker;
+mod serve;
 
 use self::definitions::*;
 use self::history::*;
+pub use self::ops::{CircuitCmd, OverrideArgs, StatusArgs};
 use self::run_worker::*;
+pub use self::serve::ApiArgs;
 
 /// actcore: fire activity definitions on their cron schedules, exactly once
 /// across replicas, and record every firing in `activity_runs`.
@@ -94,16 +98,25 @@ pub enum Command {
     Schedule(ScheduleCmd),
     /// Run the scheduler: fire due instants, execute, record. Run 2+ replicas on Postgres.
     Worker(WorkerArgs),
-    /// The newcomer's mode: embedded store, sync definitions/, run the worker in the foreground.
-    Dev(WorkerArgs),
+    /// The newcomer's mode: embedded store, sync definitions/, run the
+    /// worker in the foreground, and serve the status page on 127.0.0.1:8080.
+    Dev(DevArgs),
     /// Recent runs, newest first.
     Runs(RunsArgs),
-    /// Pause an activity (operator state; sync never clears it).
-    Pause { slug: String },
-    /// Resume a paused activity.
-    Resume { slug: String },
-    /// Activities and their state.
-    Status,
+    /// Pause an activity: no instant fires until `resume` (operator state;
+    /// sync never clears it). Audited with --actor and --reason.
+    Pause(OverrideArgs),
+    /// Resume a paused activity. Audited.
+    Resume(OverrideArgs),
+    /// Hold an activity's circuit open, or reset it. Audited.
+    #[command(subcommand)]
+    Circuit(CircuitCmd),
+    /// Per activity: next instant, last outcome and its lateness, error
+    /// streak, churn budget, cooldown, circuit, and the recommended action.
+    Status(StatusArgs),
+    /// Serve the admin API and the status page without firing anything (the
+    /// `actcore-api` deployment, scaled apart from the workers).
+    Api(ApiArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -149,6 +162,17 @@ pub struct WorkerArgs {
     /// How often definitions are re-read even without a NOTIFY, from 1s to 1d.
     #[arg(long, default_value = "30s", env = "ACTCORE_REREAD", value_parser = reread)]
     pub reread: Dur,
+    /// Where the admin API (probes, /metrics, the status page) listens,
+    /// HOST:PORT; 127.0.0.1:0 picks a free port [default: 0.0.0.0:8080, for
+    /// `dev` 127.0.0.1:8080].
+    #[arg(long, env = "ACTCORE_LISTEN")]
+    pub listen: Option<String>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct DevArgs {
+    #[command(flatten)]
+    pub worker: WorkerArgs,
 }
 
 #[derive(Debug, Args)]
@@ -163,6 +187,11 @@ pub struct RunsArgs {
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..=87_600))]
     pub since_hours: Option<u32>,
 }
+
+/// Where a worker's admin API listens without `--listen`.
+pub const WORKER_LISTEN: &str = "0.0.0.0:8080";
+/// Where `dev` serves it: this machine only.
+pub const DEV_LISTEN: &str = "127.0.0.1:8080";
 
 /// `--lease`: see [`WorkerArgs::lease`].
 pub const LEASE: Bounds = Bounds::new(Dur::from_secs(2), Dur::from_days(1));
@@ -260,7 +289,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Worker(args) => {
             let store = Store::open(g.database_url.as_deref()).await?;
             let _lock = hold_embedded_lock(&store)?;
-            run_worker(store, args).await
+            run_worker(store, args, WORKER_LISTEN).await
         }
         Command::Dev(args) => {
             if g.database_url.is_some() {
@@ -290,22 +319,14 @@ pub async fn run(cli: Cli) -> Result<()> {
                     );
                 }
             }
-            run_worker(store, args).await
+            run_worker(store, &args.worker, DEV_LISTEN).await
         }
         Command::Runs(args) => runs(g, args).await,
-        Command::Pause { slug } | Command::Resume { slug } => {
-            let paused = matches!(cli.command, Command::Pause { .. });
-            let store = Store::open(g.database_url.as_deref()).await?;
-            let id = find_slug(&store, slug).await?;
-            store.set_paused(id, paused, Timestamp::now()).await?;
-            if g.json {
-                print_json(&serde_json::json!({"slug": slug, "definition_id": id, "paused": paused}))?;
-            } else {
-                out!("{slug}: {}", if paused { "paused" } else { "resumed" });
-            }
-            Ok(())
-        }
-        Command::Status => status(g).await,
+        Command::Pause(args) => ops::run_override(g, crate::ops::Op::Pause, args).await,
+        Command::Resume(args) => ops::run_override(g, crate::ops::Op::Resume, args).await,
+        Command::Circuit(cmd) => ops::circuit(g, cmd).await,
+        Command::Status(args) => ops::status(g, args).await,
+        Command::Api(args) => serve::api(g, args).await,
     }
 }
 

@@ -15,9 +15,12 @@
 //! - [`action`]: executing the HTTP call; [`snapshot`]: the shape of `context_snapshot`.
 //! - [`store`]: the narrow store interface; Postgres and SQLite.
 //! - [`worker`]: the loop: reconcile, claim, execute, record, leases, shutdown.
+//! - [`status`]: per-activity status and the recommended action; [`ops`]: the
+//!   operator's audited overrides; [`api`]: the admin API, metrics and status page.
 //! - [`cli`]: the commands and their output; [`telemetry`]: logs.
 
 pub mod action;
+pub mod api;
 pub mod audit;
 pub mod canary;
 pub mod classify;
@@ -26,9 +29,11 @@ pub mod definition;
 pub mod duration;
 pub mod error;
 pub mod misfire;
+pub mod ops;
 pub mod run;
 pub mod schedule;
 pub mod snapshot;
+pub mod status;
 pub mod store;
 pub mod sync;
 pub mod telemetry;

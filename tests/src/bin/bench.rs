@@ -617,7 +617,10 @@ async fn fresh_pg(admin: &str) -> Result<String> {
 
 async fn actcore(args: &[&str], url: &str, env: &[(&str, &str)]) -> Result<(Duration, String)> {
     let mut cmd = tokio::process::Command::new(actcore_tests::actcore_bin());
-    cmd.args(args).env("DATABASE_URL", url).env("RUST_LOG", "warn");
+    cmd.args(args)
+        .env("DATABASE_URL", url)
+        .env("RUST_LOG", "warn")
+        .env("ACTCORE_LISTEN", "127.0.0.1:0");
     for (k, v) in env {
         cmd.env(k, v);
     }

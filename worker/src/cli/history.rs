@@ -1,4 +1,4 @@
-//! `runs` and `status`: what the store recorded, for operators.
+//! `runs`: what the store recorded, for operators.
 
 use super::*;
 
@@ -64,50 +64,6 @@ pub(super) async fn runs(g: &Global, args: &RunsArgs) -> Result<()> {
             r.outcome.unwrap_or_default(),
             r.error_code.unwrap_or_default()
         );
-    }
-    Ok(())
-}
-
-pub(super) async fn status(g: &Global) -> Result<()> {
-    let store = Store::open(g.database_url.as_deref()).await?;
-    let defs = store.definitions().await?;
-    let now = Timestamp::now();
-    let mut out = Vec::new();
-    for d in &defs {
-        let next = if d.is_active() {
-            d.definition.parsed_schedule().ok().and_then(|s| s.next_after(now))
-        } else {
-            None
-        };
-        let state = if d.retired_at.is_some() {
-            "retired"
-        } else if d.paused {
-            "paused"
-        } else if !d.enabled {
-            "disabled"
-        } else {
-            "active"
-        };
-        out.push(serde_json::json!({
-            "slug": d.definition.slug, "definition_id": d.definition.id, "state": state,
-            "cron": d.definition.schedule.cron, "timezone": d.definition.schedule.timezone,
-            "next": next.map(|t| t.to_string()), "spec_hash": d.spec_hash,
-        }));
-    }
-    if g.json {
-        print_json(&serde_json::json!({"store": store.backend(), "activities": out}))?;
-    } else {
-        out!("store: {}", store.backend());
-        out!("{:<40}  {:<9}  {:<16}  next", "slug", "state", "cron");
-        for o in &out {
-            out!(
-                "{:<40}  {:<9}  {:<16}  {}",
-                o["slug"].as_str().unwrap_or_default(),
-                o["state"].as_str().unwrap_or_default(),
-                o["cron"].as_str().unwrap_or_default(),
-                o["next"].as_str().unwrap_or("-")
-            );
-        }
     }
     Ok(())
 }

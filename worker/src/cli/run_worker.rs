@@ -32,7 +32,15 @@ pub(super) fn hold_embedded_lock(store: &Store) -> Result<Option<std::fs::File>>
     }
 }
 
-pub(super) async fn run_worker(store: Store, args: &WorkerArgs) -> Result<()> {
+/// Runs the worker loop with the admin API beside it (on `--listen`, else `default_listen`).
+pub(crate) async fn run_worker(store: Store, args: &WorkerArgs, default_listen: &str) -> Result<()> {
+    let api = super::serve::Beside::start(&store, args.listen.as_deref().unwrap_or(default_listen)).await?;
+    let result = run_loop(store, args).await;
+    api.stop().await;
+    result
+}
+
+async fn run_loop(store: Store, args: &WorkerArgs) -> Result<()> {
     let shutdown = CancellationToken::new();
     let signal_token = shutdown.clone();
     tokio::spawn(async move {

@@ -7,6 +7,7 @@
 //! runs against each.
 
 mod api;
+pub mod guard;
 mod pg_listen;
 mod postgres;
 pub mod schema;
@@ -20,6 +21,7 @@ use serde::Serialize;
 use uuid::Uuid;
 
 pub use self::api::{DefinitionSource, HistoryStore, RunStore};
+pub use self::guard::{CircuitOverride, GuardRow, GuardStore, RunQuery};
 pub use self::postgres::PgStore;
 pub use self::sqlite::SqliteStore;
 use crate::definition::{Definition, Loaded};

@@ -14,6 +14,7 @@ use super::{NewEvent, connect_error};
 use crate::error::Result;
 
 mod definitions;
+mod guard;
 mod runs;
 
 /// A pool on a Postgres database.

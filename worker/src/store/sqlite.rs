@@ -16,6 +16,7 @@ use super::{NewEvent, connect_error};
 use crate::error::Result;
 
 mod definitions;
+mod guard;
 mod runs;
 
 #[derive(Clone, Debug)]

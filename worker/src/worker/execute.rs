@@ -78,6 +78,7 @@ async fn execute<S: RunStore>(core: Arc<Core<S>>, task: RunTask) {
     // took long must not send past the grace.
     let late = core.clock.now().duration_since(task.fire);
     if late > task.spec.grace() {
+        crate::api::metrics::run_finished(&def.slug, Outcome::SkippedMisfire, None, None);
         warn!(
             late_ms = late.as_millis(),
             "claimed too late to send within the grace: skipped_misfire"
@@ -92,6 +93,7 @@ async fn execute<S: RunStore>(core: Arc<Core<S>>, task: RunTask) {
             core.clock.now(),
         ));
     }
+    let mut timing = None;
     let (classification, snap) = match &task.spec.request {
         Ok(req) => {
             let headers = RunHeaders {
@@ -118,6 +120,10 @@ async fn execute<S: RunStore>(core: Arc<Core<S>>, task: RunTask) {
                 _ = core.hard_stop.cancelled() => return,
             };
             let snap = snapshot::finished(def, req, &report, sent_at, task.fire);
+            timing = Some((
+                core.clock.now().duration_since(sent_at).unsigned_abs(),
+                sent_at.duration_since(task.fire).unsigned_abs(),
+            ));
             (report.classification, snap)
         }
         Err(message) => {
@@ -132,6 +138,7 @@ async fn execute<S: RunStore>(core: Arc<Core<S>>, task: RunTask) {
         }
     };
     let finish = finish_of(task.run_id, classification, snap, core.clock.now());
+    crate::api::metrics::run_finished(&def.slug, finish.outcome, timing.map(|t| t.0), timing.map(|t| t.1));
     match finish.outcome {
         Outcome::AutomationError => {
             warn!(outcome = %finish.outcome, error_code = finish.error_code.map(|c| c.as_str()).unwrap_or(""), error = finish.error_message.as_deref().unwrap_or(""), "run failed")

@@ -186,10 +186,12 @@ async fn claim_with_retry<S: RunStore>(
         let left = give_up_at
             .duration_since(core.clock.now())
             .max(SignedDuration::from_millis(500));
+        let claim_started = std::time::Instant::now();
         let result = match tokio::time::timeout(left.unsigned_abs(), core.store.claim(&batch)).await {
             Ok(r) => r,
             Err(_) => Err(crate::Error::Db(sqlx::Error::PoolTimedOut)),
         };
+        crate::api::metrics::claim_took(claim_started.elapsed());
         let e = match result {
             Ok(c) => return Some(c),
             Err(e) => e,
@@ -243,6 +245,7 @@ fn release<S: RunStore>(core: &Arc<Core<S>>, group: &Group, chunk: &[Due], claim
                 fire: d.fire,
             }),
             State::Skipped => {
+                crate::api::metrics::instant_skipped(&d.spec.definition.slug, crate::api::metrics::SkipReason::Overlap);
                 info!(activity = %d.spec.definition.slug, scheduled_for = %group.instant, "previous run still running: skipped_overlap")
             }
             other => {

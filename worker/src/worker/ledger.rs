@@ -137,6 +137,7 @@ impl<S: RunStore> Ledger<S> {
             context_snapshot: snapshot,
         };
         if self.store.insert_run(&row).await? {
+            crate::api::metrics::instant_skipped(&def.slug, crate::api::metrics::SkipReason::Misfire);
             let event = NewEvent {
                 at: now,
                 definition_id: Some(def.id),

@@ -69,6 +69,9 @@ pub struct WorkerConfig {
 /// and its lease kept, it only starts sending a little later.
 const MAX_CONCURRENT_REQUESTS: usize = 256;
 
+/// The loop's longest sleep: it stamps the admin API's heartbeat on each wake.
+const HEARTBEAT_EVERY: SignedDuration = SignedDuration::from_secs(crate::api::heartbeat::LOOP_EVERY.as_secs() as i64);
+
 /// What the loop, the claim tasks and the run tasks share.
 pub(crate) struct Core<S> {
     store: S,
@@ -222,6 +225,10 @@ pub async fn run_with<S: RunStore + DefinitionSource>(
         };
         let wake_at = earliest.map_or(clock.now() + SignedDuration::from_hours(1), |t| t - ahead);
         let wake_at = wake_at.min(clock.now() + SignedDuration::from_hours(1));
+        // Liveness for /healthz (admin API): stamped on every wake-up, and
+        // the sleep bounded so that it wakes at least every LOOP_EVERY.
+        crate::api::heartbeat::LOOP.stamp();
+        let wake_at = wake_at.min(clock.now() + HEARTBEAT_EVERY);
         tokio::select! {
             biased;
             _ = shutdown.cancelled() => break,

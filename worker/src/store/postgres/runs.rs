@@ -263,7 +263,7 @@ impl PgStore {
     }
 }
 
-fn run_row(r: &PgRow) -> Result<RunRow> {
+pub(super) fn run_row(r: &PgRow) -> Result<RunRow> {
     let opt = |col: &str| -> std::result::Result<Option<Timestamp>, sqlx::Error> {
         Ok(r.try_get::<Option<SqlTs>, _>(col)?.map(SqlTs::to_jiff))
     };

@@ -260,30 +260,7 @@ impl SqliteStore {
         .bind(if f.limit > 0 { f.limit } else { i64::MAX })
         .fetch_all(&self.pool)
         .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(RunRow {
-                    run_id: uuid_of(r, "run_id")?,
-                    definition_id: uuid_of(r, "definition_id")?,
-                    fired_at: ts_of(r, "fired_at")?,
-                    scheduled_for: opt_ts_of(r, "scheduled_for")?,
-                    trigger: r.try_get("trigger")?,
-                    source: r.try_get("source")?,
-                    attempt: r.try_get("attempt")?,
-                    state: r.try_get("state")?,
-                    outcome: r.try_get("outcome")?,
-                    automation_error: r.try_get("automation_error")?,
-                    assessment_failures: r.try_get("assessment_failures")?,
-                    error_code: r.try_get("error_code")?,
-                    error_message: r.try_get("error_message")?,
-                    context_snapshot: json_of(r, "context_snapshot")?,
-                    worker_id: r.try_get("worker_id")?,
-                    lease_expires_at: opt_ts_of(r, "lease_expires_at")?,
-                    started_at: opt_ts_of(r, "started_at")?,
-                    finished_at: opt_ts_of(r, "finished_at")?,
-                })
-            })
-            .collect()
+        rows.iter().map(|r| Ok(run_row(r)?)).collect()
     }
 
     pub async fn event_kinds(&self, definition_id: Option<Uuid>) -> Result<Vec<(String, i64)>> {
@@ -295,4 +272,28 @@ impl SqliteStore {
         .await?;
         rows.iter().map(|r| Ok((r.try_get("kind")?, r.try_get("n")?))).collect()
     }
+}
+
+/// A run row as read back; shared by the history reads of this backend.
+pub(super) fn run_row(r: &SqliteRow) -> std::result::Result<RunRow, sqlx::Error> {
+    Ok(RunRow {
+        run_id: uuid_of(r, "run_id")?,
+        definition_id: uuid_of(r, "definition_id")?,
+        fired_at: ts_of(r, "fired_at")?,
+        scheduled_for: opt_ts_of(r, "scheduled_for")?,
+        trigger: r.try_get("trigger")?,
+        source: r.try_get("source")?,
+        attempt: r.try_get("attempt")?,
+        state: r.try_get("state")?,
+        outcome: r.try_get("outcome")?,
+        automation_error: r.try_get("automation_error")?,
+        assessment_failures: r.try_get("assessment_failures")?,
+        error_code: r.try_get("error_code")?,
+        error_message: r.try_get("error_message")?,
+        context_snapshot: json_of(r, "context_snapshot")?,
+        worker_id: r.try_get("worker_id")?,
+        lease_expires_at: opt_ts_of(r, "lease_expires_at")?,
+        started_at: opt_ts_of(r, "started_at")?,
+        finished_at: opt_ts_of(r, "finished_at")?,
+    })
 }

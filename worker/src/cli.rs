@@ -34,6 +34,7 @@ use self::definitions::*;
 use self::history::*;
 pub use self::ops::{CircuitCmd, OverrideArgs, StatusArgs};
 use self::run_worker::*;
+pub(crate) use self::run_worker::{hold_embedded_lock, run_worker};
 pub use self::serve::ApiArgs;
 
 /// actcore: fire activity definitions on their cron schedules, exactly once
@@ -173,6 +174,13 @@ pub struct WorkerArgs {
 pub struct DevArgs {
     #[command(flatten)]
     pub worker: WorkerArgs,
+    /// Also start a local State Hub stand-in answering each kind of sweep
+    /// result in turn, and sync demo activities firing every 10 s (one behind
+    /// a broken bridge, whose circuit opens): the page shows every outcome
+    /// within a minute. Uses its own embedded store and definitions under
+    /// .actcore/demo/ (not DATABASE_URL, not definitions/).
+    #[arg(long)]
+    pub demo: bool,
 }
 
 #[derive(Debug, Args)]
@@ -292,6 +300,9 @@ pub async fn run(cli: Cli) -> Result<()> {
             run_worker(store, args, WORKER_LISTEN).await
         }
         Command::Dev(args) => {
+            if args.demo {
+                return crate::demo::run(g, args).await;
+            }
             if g.database_url.is_some() {
                 tracing::info!("dev: using DATABASE_URL instead of the embedded store");
             }

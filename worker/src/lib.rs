@@ -26,6 +26,7 @@ pub mod canary;
 pub mod classify;
 pub mod cli;
 pub mod definition;
+pub mod demo;
 pub mod duration;
 pub mod error;
 pub mod misfire;

@@ -4,7 +4,7 @@ use super::*;
 
 /// The embedded store is single node: a second worker on the same file
 /// refuses to start and names the process holding it.
-pub(super) fn hold_embedded_lock(store: &Store) -> Result<Option<std::fs::File>> {
+pub(crate) fn hold_embedded_lock(store: &Store) -> Result<Option<std::fs::File>> {
     let Store::Sqlite(s) = store else { return Ok(None) };
     let lock_path = s.path().with_extension("lock");
     let mut file = std::fs::OpenOptions::new()

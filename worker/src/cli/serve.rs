@@ -38,6 +38,9 @@ impl Beside {
         let tokens = Tokens::from_env()?;
         let listener = api::bind(listen).await?;
         let state = ApiState::new(store.clone(), tokens, Liveness::Loop(&api::heartbeat::LOOP));
+        // The address on stdout (logs go to stderr): `dev` users open it.
+        let addr = listener.local_addr()?;
+        out!("actcore: status page and admin API on http://{addr}/");
         let stop = CancellationToken::new();
         let task = tokio::spawn(api::serve(listener, state, stop.clone()));
         Ok(Beside { stop, task })

@@ -112,6 +112,14 @@ async fn dev_demo_shows_every_outcome_within_a_minute() {
         metrics.contains(r#"actcore_runs_total{slug="demo-bridge-down",outcome="automation_error"}"#),
         "the worker counts its runs: {metrics}"
     );
+    for series in [
+        "actcore_recorder_backlog ",
+        "actcore_claim_seconds_bucket",
+        "actcore_fire_lateness_seconds_bucket",
+        "actcore_run_duration_seconds_count",
+    ] {
+        assert!(metrics.contains(series), "the worker records {series}: {metrics}");
+    }
     let status = demo.json("/v1/status?q=bridge").await.expect("status");
     let a = &status["activities"][0];
     assert!(a["consecutive_automation_errors"].as_u64().unwrap() >= 2, "{a}");

@@ -10,8 +10,8 @@ use std::path::PathBuf;
 use actcore::definition::{Definition, Loaded, sample};
 use actcore::run::{ErrorCode, Outcome, Source, State, Trigger};
 use actcore::store::{
-    ClaimBatch, ClaimItem, Claimed, DefinitionSource, FinishRun, HistoryStore, NewRun, RunFilter, RunRow, RunStore,
-    Store,
+    CircuitOverride, ClaimBatch, ClaimItem, Claimed, DefinitionSource, FinishRun, GuardStore, HistoryStore, NewRun,
+    RunFilter, RunQuery, RunRow, RunStore, Store,
 };
 use actcore_tests::{Backend, fresh_store};
 use jiff::{SignedDuration, Timestamp};
@@ -1064,6 +1064,125 @@ async fn runbook_query_verbatim(backend: Backend) {
     assert_eq!(rows[1], (it.run_id, false, older));
 }
 
+// ---------------------------------------------------------------- operator reads and overrides
+
+/// The reads behind `status`, `/metrics` and the page, and the audited
+/// overrides: each override and its event in one transaction; an operator's
+/// open holds (no half-open time); a reset closes, clears the streak and
+/// the churn window.
+async fn guard_reads_and_overrides(backend: Backend) {
+    let (store, _dir, files) = store_with(backend, 2).await;
+    let (a, b) = (files[0].definition.id, files[1].definition.id);
+    let t0 = t("2026-11-30T10:00:00Z");
+    let mut ok = manual_run(a, t0, json!({}));
+    ok.finished_at = Some(t0 + secs(3));
+    store.insert_run(&ok).await.expect("ok run");
+    for i in 1..=3 {
+        let mut e = manual_run(a, t0 + secs(60 * i), json!({}));
+        e.state = State::Failed;
+        e.outcome = Some(Outcome::AutomationError);
+        e.automation_error = true;
+        e.error_code = Some(ErrorCode::Transport);
+        store.insert_run(&e).await.expect("error run");
+    }
+    // Per activity, newest first, at most N each; b has none.
+    let recent = store.recent_runs(&[a, b], 2).await.expect("recent");
+    assert_eq!(recent.len(), 2, "{recent:?}");
+    assert!(recent[0].fired_at > recent[1].fired_at && recent.iter().all(|r| r.definition_id == a));
+    assert_eq!(
+        store.last_successes(&[a, b]).await.expect("successes"),
+        vec![(a, t0 + secs(3))]
+    );
+    let errors = store
+        .query_runs(&RunQuery {
+            definition_id: Some(a),
+            outcome: Some("automation_error".into()),
+            since: Some(t0 + secs(90)),
+            limit: 10,
+        })
+        .await
+        .expect("query");
+    assert_eq!(errors.len(), 2, "since and outcome both filter");
+    assert_eq!(
+        store.run_by_id(ok.run_id).await.expect("by id").map(|r| r.run_id),
+        Some(ok.run_id)
+    );
+    assert!(store.run_by_id(Uuid::new_v4()).await.expect("by id").is_none());
+    assert!(
+        store.guards(&[a, b]).await.expect("guards").is_empty(),
+        "created lazily"
+    );
+
+    let event = |kind: &str| actcore::store::NewEvent {
+        at: t0,
+        definition_id: Some(a),
+        run_id: None,
+        kind: kind.into(),
+        detail: json!({"actor": "alice"}),
+    };
+    store
+        .override_circuit(
+            a,
+            CircuitOverride::Open,
+            "alice",
+            Some("bridge rebuild"),
+            &event("circuit_opened_by_operator"),
+        )
+        .await
+        .expect("open");
+    let g = store.guards(&[a]).await.expect("guards").remove(0);
+    assert_eq!(
+        (
+            g.circuit.as_str(),
+            g.half_open_at,
+            g.circuit_actor.as_deref(),
+            g.circuit_reason.as_deref()
+        ),
+        ("open", None, Some("alice"), Some("bridge rebuild"))
+    );
+    assert!(
+        is_recent(g.circuit_since),
+        "the database's clock: {:?}",
+        g.circuit_since
+    );
+    store
+        .override_circuit(a, CircuitOverride::Reset, "bob", None, &event("circuit_reset"))
+        .await
+        .expect("reset");
+    let g = store.guards(&[a]).await.expect("guards").remove(0);
+    assert_eq!(
+        (
+            g.circuit.as_str(),
+            g.consecutive_errors,
+            g.window_attempts,
+            g.window_started_at,
+            g.probe_run_id
+        ),
+        ("closed", 0, 0, None, None)
+    );
+    assert_eq!(g.circuit_actor.as_deref(), Some("bob"));
+
+    assert!(store.pause_audited(a, true, &event("paused")).await.expect("pause"));
+    assert!(
+        !store
+            .pause_audited(Uuid::new_v4(), true, &event("paused"))
+            .await
+            .expect("unknown")
+    );
+    assert!(
+        store
+            .definitions()
+            .await
+            .expect("defs")
+            .iter()
+            .any(|d| d.definition.id == a && d.paused)
+    );
+    let kinds = store.event_kinds(Some(a)).await.expect("kinds");
+    for kind in ["circuit_opened_by_operator", "circuit_reset", "paused"] {
+        assert!(kinds.contains(&(kind.to_string(), 1)), "{kind}: {kinds:?}");
+    }
+}
+
 actcore_tests::both_backends!(
     fault5_a_callers_clock_ahead_moves_neither_updated_at_nor_leases,
     claim_adopts_the_rows_of_an_attempt_whose_reply_was_lost,
@@ -1082,4 +1201,5 @@ actcore_tests::both_backends!(
     sync_keeps_operator_state_and_history,
     runbook_query_verbatim,
     slugs_can_swap_in_one_sync,
+    guard_reads_and_overrides,
 );

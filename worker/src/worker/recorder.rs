@@ -50,7 +50,10 @@ impl<S: RunStore> Recorder<S> {
                     return Ok(());
                 }
             }
+            // What waits to be written: this batch and what queued behind it.
+            crate::api::metrics::recorder_backlog(batch.len() + rx.len());
             self.write(&mut batch).await;
+            crate::api::metrics::recorder_backlog(rx.len());
         }
     }
 

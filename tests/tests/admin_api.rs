@@ -451,3 +451,34 @@ async fn healthz_fails_when_the_loop_is_stalled() {
     })
     .await;
 }
+
+/// The page stays one page of queries with many activities: 50 per page,
+/// a link to the next, and a search by slug.
+#[tokio::test]
+async fn the_page_paginates_and_searches_by_slug() {
+    let (store, _dir, _url) = fresh_store(Backend::Sqlite).await;
+    let files: Vec<Loaded> = (0..60)
+        .map(|i| Loaded {
+            file: format!("act-{i:02}.toml").into(),
+            definition: sample(
+                Uuid::new_v4(),
+                &format!("act-{i:02}"),
+                "*/15 * * * *",
+                "http://127.0.0.1:9/x",
+            ),
+        })
+        .collect();
+    store.sync(&files, Timestamp::now(), false).await.expect("sync");
+    let api = Api::start(&store, Tokens::default(), Liveness::Server).await;
+    let (code, first) = api.get("/").await;
+    assert_eq!(code, 200, "{first}");
+    assert!(first.contains("page 1 of 2") && first.contains("page=2"), "{first}");
+    assert_eq!(first.matches("<tr class=\"activity\"").count(), 50);
+    assert!(first.contains("act-49") && !first.contains("data-slug=\"act-50\""));
+    let (_, second) = api.get("/?page=2").await;
+    assert_eq!(second.matches("<tr class=\"activity\"").count(), 10);
+    assert!(second.contains("data-slug=\"act-59\""));
+    let (_, found) = api.get("/?q=act-5").await;
+    assert_eq!(found.matches("<tr class=\"activity\"").count(), 10, "act-50 .. act-59");
+    assert!(found.contains("page 1 of 1"));
+}

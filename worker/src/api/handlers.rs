@@ -62,7 +62,7 @@ pub(super) async fn readyz(State(s): State<ApiState>) -> Response {
             .age()
             .map(|_| ())
             .ok_or_else(|| "the worker has not loaded its definitions yet".to_string()),
-        Liveness::Server => match tokio::time::timeout(DB_CHECK, s.store().definitions()).await {
+        Liveness::Server => match tokio::time::timeout(DB_CHECK, s.definitions()).await {
             Ok(Ok(_)) => Ok(()),
             Ok(Err(e)) => Err(e.to_string()),
             Err(_) => Err("reading the definitions timed out".into()),
@@ -87,7 +87,7 @@ pub(super) async fn readyz(State(s): State<ApiState>) -> Response {
 
 /// `GET /metrics`: Prometheus text format.
 pub(super) async fn metrics(State(s): State<ApiState>) -> ApiResult<Response> {
-    let activities = super::metrics::scrape(s.store()).await?;
+    let activities = super::metrics::scrape(&s).await?;
     let text = super::metrics::render(&s.inner.metrics, &activities);
     Ok((
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
@@ -108,12 +108,12 @@ pub(super) struct ListParams {
 pub(super) async fn live_definitions(s: &ApiState, q: Option<&str>) -> ApiResult<Vec<StoredDefinition>> {
     let q = q.map(str::trim).filter(|q| !q.is_empty());
     let mut defs: Vec<StoredDefinition> = s
-        .store()
         .definitions()
         .await?
-        .into_iter()
+        .iter()
         .filter(|d| d.retired_at.is_none())
         .filter(|d| q.is_none_or(|q| d.definition.slug.contains(q)))
+        .cloned()
         .collect();
     defs.sort_by(|a, b| a.definition.slug.cmp(&b.definition.slug));
     Ok(defs)
@@ -228,10 +228,15 @@ pub(super) async fn run(State(s): State<ApiState>, Path(run_id): Path<String>) -
 }
 
 async fn find(s: &ApiState, slug: &str) -> ApiResult<StoredDefinition> {
-    ops::find(s.store(), slug).await.map_err(|e| match e {
-        crate::Error::Usage(m) => ApiError::not_found(m),
-        other => other.into(),
-    })
+    let defs = s.definitions().await?;
+    defs.iter()
+        .find(|d| d.retired_at.is_none() && d.definition.slug == slug)
+        .cloned()
+        .ok_or_else(|| {
+            ApiError::not_found(format!(
+                "no activity with slug `{slug}` (GET /v1/activities lists them)"
+            ))
+        })
 }
 
 #[derive(Debug, Default, Deserialize)]

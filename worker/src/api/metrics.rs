@@ -193,14 +193,13 @@ fn seconds(t: Timestamp) -> f64 {
 }
 
 /// The activities' status for a scrape.
-pub async fn scrape<S: crate::store::GuardStore + crate::store::DefinitionSource>(
-    store: &S,
-) -> Result<Vec<ActivityStatus>> {
-    let defs: Vec<_> = store
+pub async fn scrape(state: &super::ApiState) -> Result<Vec<ActivityStatus>> {
+    let defs: Vec<_> = state
         .definitions()
         .await?
-        .into_iter()
+        .iter()
         .filter(|d| d.retired_at.is_none())
+        .cloned()
         .collect();
-    crate::status::collect(store, &defs, Timestamp::now()).await
+    crate::status::collect(state.store(), &defs, Timestamp::now()).await
 }

@@ -39,7 +39,7 @@ pub use self::auth::Tokens;
 use self::error::ApiError;
 pub use self::heartbeat::Heartbeat;
 use crate::error::{Error, Result};
-use crate::store::Store;
+use crate::store::{DefinitionSource, DefinitionsVersion, Store, StoredDefinition};
 
 /// Largest request body accepted (the overrides take a reason, not documents).
 pub const MAX_BODY: usize = 16 * 1024;
@@ -65,6 +65,10 @@ pub struct ApiState {
 
 struct Inner {
     store: Store,
+    /// The definitions as last read, with the fingerprint they were read at:
+    /// re-read only when `definitions_version` changes (10,000 specs take
+    /// far longer to decode than the fingerprint query).
+    definitions: tokio::sync::Mutex<Option<(DefinitionsVersion, Arc<Vec<StoredDefinition>>)>>,
     tokens: Tokens,
     liveness: Liveness,
     /// Start-up checks (the deployment contract) passed.
@@ -78,6 +82,7 @@ impl ApiState {
         ApiState {
             inner: Arc::new(Inner {
                 store,
+                definitions: tokio::sync::Mutex::new(None),
                 tokens,
                 liveness,
                 checks_passed: AtomicBool::new(true),
@@ -89,6 +94,21 @@ impl ApiState {
 
     pub fn store(&self) -> &Store {
         &self.inner.store
+    }
+
+    /// Every activity (retired ones included), from the cache while the
+    /// store's definitions fingerprint is unchanged.
+    pub async fn definitions(&self) -> Result<Arc<Vec<StoredDefinition>>> {
+        let version = self.inner.store.definitions_version().await?;
+        let mut cached = self.inner.definitions.lock().await;
+        if let Some((v, defs)) = cached.as_ref()
+            && *v == version
+        {
+            return Ok(defs.clone());
+        }
+        let defs = Arc::new(self.inner.store.definitions().await?);
+        *cached = Some((version, defs.clone()));
+        Ok(defs)
     }
 
     /// Marks the start-up checks failed or passed (`/readyz`).

@@ -58,7 +58,9 @@ pub trait GuardStore: Clone + Send + Sync + 'static {
     fn guards(&self, ids: &[Uuid]) -> impl Future<Output = Result<Vec<GuardRow>>> + Send;
 
     /// The `per_activity` newest runs of each of `ids`, newest first per
-    /// activity (queued and running ones included).
+    /// activity (queued and running ones included). Their
+    /// `context_snapshot` holds only `lateness_ms`: summaries of thousands
+    /// of activities need no response bodies (`run_by_id` has the whole).
     fn recent_runs(&self, ids: &[Uuid], per_activity: i64) -> impl Future<Output = Result<Vec<RunRow>>> + Send;
 
     /// When each of `ids` last succeeded (ok, assessment failures or lock
@@ -144,7 +146,12 @@ impl GuardStore for Store {
 /// The outcomes that mean the automation worked.
 pub(crate) const SUCCESS_OUTCOMES: &str = "('ok', 'assessment_failures', 'lock_skipped')";
 
-/// The columns of a [`RunRow`], in every history read.
-pub(crate) const RUN_COLUMNS: &str = "run_id, definition_id, fired_at, scheduled_for, trigger, source, attempt, state, \
-    outcome, automation_error, assessment_failures, error_code, error_message, context_snapshot, worker_id, \
+/// The columns of a [`RunRow`] but the snapshot, in every history read.
+pub(crate) const RUN_COLUMNS_BUT_SNAPSHOT: &str = "run_id, definition_id, fired_at, scheduled_for, trigger, source, \
+    attempt, state, outcome, automation_error, assessment_failures, error_code, error_message, worker_id, \
     lease_expires_at, started_at, finished_at";
+
+/// The columns of a [`RunRow`].
+pub(crate) fn run_columns() -> String {
+    format!("{RUN_COLUMNS_BUT_SNAPSHOT}, context_snapshot")
+}

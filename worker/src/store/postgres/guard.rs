@@ -10,7 +10,9 @@ use uuid::Uuid;
 
 use super::runs::run_row;
 use super::*;
-use crate::store::guard::{CircuitOverride, GuardRow, RUN_COLUMNS, RunQuery, SUCCESS_OUTCOMES};
+use crate::store::guard::{
+    CircuitOverride, GuardRow, RUN_COLUMNS_BUT_SNAPSHOT, RunQuery, SUCCESS_OUTCOMES, run_columns,
+};
 use crate::store::{NOTIFY_CHANNEL, RunRow};
 
 fn guard_row(r: &PgRow) -> std::result::Result<GuardRow, sqlx::Error> {
@@ -32,6 +34,9 @@ fn guard_row(r: &PgRow) -> std::result::Result<GuardRow, sqlx::Error> {
     })
 }
 
+/// The snapshot of a summary row: its lateness only.
+const LATENESS_ONLY: &str = "jsonb_build_object('lateness_ms', context_snapshot->'lateness_ms') as context_snapshot";
+
 impl PgStore {
     pub async fn guards(&self, ids: &[Uuid]) -> Result<Vec<GuardRow>> {
         let rows = sqlx::query("select * from activity_guard where definition_id = any($1)")
@@ -44,7 +49,7 @@ impl PgStore {
     pub async fn recent_runs(&self, ids: &[Uuid], per_activity: i64) -> Result<Vec<RunRow>> {
         let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
             "select r.* from unnest($1::uuid[]) as d(id) cross join lateral
-               (select {RUN_COLUMNS} from activity_runs where definition_id = d.id
+               (select {RUN_COLUMNS_BUT_SNAPSHOT}, {LATENESS_ONLY} from activity_runs where definition_id = d.id
                 order by fired_at desc, run_id limit $2) r
              order by r.definition_id, r.fired_at desc, r.run_id"
         )))
@@ -72,7 +77,8 @@ impl PgStore {
 
     pub async fn run_by_id(&self, run_id: Uuid) -> Result<Option<RunRow>> {
         let row = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "select {RUN_COLUMNS} from activity_runs where run_id = $1"
+            "select {} from activity_runs where run_id = $1",
+            run_columns()
         )))
         .bind(run_id)
         .fetch_optional(&self.pool)
@@ -82,10 +88,11 @@ impl PgStore {
 
     pub async fn query_runs(&self, q: &RunQuery) -> Result<Vec<RunRow>> {
         let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "select {RUN_COLUMNS} from activity_runs
+            "select {} from activity_runs
              where ($1::uuid is null or definition_id = $1) and ($2::timestamptz is null or fired_at >= $2)
                and ($3::text is null or outcome = $3)
-             order by fired_at desc, run_id limit $4"
+             order by fired_at desc, run_id limit $4",
+            run_columns()
         )))
         .bind(q.definition_id)
         .bind(opt_ts(q.since))

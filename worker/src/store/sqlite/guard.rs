@@ -10,7 +10,9 @@ use uuid::Uuid;
 use super::runs::run_row;
 use super::*;
 use crate::store::RunRow;
-use crate::store::guard::{CircuitOverride, GuardRow, RUN_COLUMNS, RunQuery, SUCCESS_OUTCOMES};
+use crate::store::guard::{
+    CircuitOverride, GuardRow, RUN_COLUMNS_BUT_SNAPSHOT, RunQuery, SUCCESS_OUTCOMES, run_columns,
+};
 
 fn ids_json(ids: &[Uuid]) -> String {
     serde_json::to_string(&ids.iter().map(Uuid::to_string).collect::<Vec<_>>()).unwrap_or_else(|_| "[]".into())
@@ -35,6 +37,10 @@ fn guard_row(r: &SqliteRow) -> std::result::Result<GuardRow, sqlx::Error> {
     })
 }
 
+/// The snapshot of a summary row: its lateness only.
+const LATENESS_ONLY: &str =
+    "json_object('lateness_ms', json_extract(context_snapshot, '$.lateness_ms')) as context_snapshot";
+
 impl SqliteStore {
     pub async fn guards(&self, ids: &[Uuid]) -> Result<Vec<GuardRow>> {
         let rows = sqlx::query("select * from activity_guard where definition_id in (select value from json_each(?1))")
@@ -46,7 +52,7 @@ impl SqliteStore {
 
     pub async fn recent_runs(&self, ids: &[Uuid], per_activity: i64) -> Result<Vec<RunRow>> {
         let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "select {RUN_COLUMNS} from (
+            "select {RUN_COLUMNS_BUT_SNAPSHOT}, {LATENESS_ONLY} from (
                select *, row_number() over (partition by definition_id order by fired_at desc, run_id) as rn
                from activity_runs where definition_id in (select value from json_each(?1))
              ) where rn <= ?2 order by definition_id, fired_at desc, run_id"
@@ -80,7 +86,8 @@ impl SqliteStore {
 
     pub async fn run_by_id(&self, run_id: Uuid) -> Result<Option<RunRow>> {
         let row = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "select {RUN_COLUMNS} from activity_runs where run_id = ?1"
+            "select {} from activity_runs where run_id = ?1",
+            run_columns()
         )))
         .bind(run_id.to_string())
         .fetch_optional(&self.pool)
@@ -90,9 +97,10 @@ impl SqliteStore {
 
     pub async fn query_runs(&self, q: &RunQuery) -> Result<Vec<RunRow>> {
         let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "select {RUN_COLUMNS} from activity_runs
+            "select {} from activity_runs
              where (?1 is null or definition_id = ?1) and (?2 is null or fired_at >= ?2) and (?3 is null or outcome = ?3)
-             order by fired_at desc, run_id limit ?4"
+             order by fired_at desc, run_id limit ?4",
+            run_columns()
         )))
         .bind(q.definition_id.map(|u| u.to_string()))
         .bind(q.since.map(to_text))

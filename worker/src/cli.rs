@@ -114,6 +114,14 @@ pub enum Command {
     Circuit(CircuitCmd),
     /// Per activity: next instant, last outcome and its lateness, error
     /// streak, churn budget, cooldown, circuit, and the recommended action.
+    #[command(
+        after_help = "The recommended action names the cause and the command, for example:\n  \
+bridge unreachable 4 times running: check the ops-bridge tunnel (State Hub is reached through it) and \
+State Hub's health, then `actcore circuit reset state-hub-consistency-sweep`\n  \
+the sweep ran and found 2 assessment failures: follow up the repositories listed in the run's snapshot; \
+nothing is wrong with the automation\n\
+Every situation and its words: docs/operations.md. The same data: GET /v1/status on the admin API."
+    )]
     Status(StatusArgs),
     /// Serve the admin API and the status page without firing anything (the
     /// `actcore-api` deployment, scaled apart from the workers).

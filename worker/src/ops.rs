@@ -38,6 +38,16 @@ impl Op {
         matches!(self, Op::Pause | Op::CircuitOpen)
     }
 
+    /// The command, as an operator types it.
+    pub const fn command(self) -> &'static str {
+        match self {
+            Op::Pause => "pause",
+            Op::Resume => "resume",
+            Op::CircuitOpen => "circuit open",
+            Op::CircuitReset => "circuit reset",
+        }
+    }
+
     /// The verb in a message.
     pub const fn done(self) -> &'static str {
         match self {
@@ -107,7 +117,7 @@ pub async fn apply<S: GuardStore>(
     if op.needs_reason() && reason.is_none() {
         return Err(Error::Usage(format!(
             "{} needs a reason for the next operator: pass --reason \"...\" (in the API: {{\"reason\": \"...\"}})",
-            op.event_kind()
+            op.command()
         )));
     }
     let id = def.definition.id;

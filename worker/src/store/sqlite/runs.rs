@@ -90,8 +90,8 @@ impl SqliteStore {
         let n = sqlx::query(
             "insert into activity_runs (run_id, definition_id, fired_at, scheduled_for, trigger, source, attempt, state, outcome,
                  automation_error, assessment_failures, error_code, error_message, context_snapshot, worker_id,
-                 lease_expires_at, started_at, finished_at, spec_hash)
-             values (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,?16,?17,?18,?19)
+                 lease_expires_at, started_at, finished_at, spec_hash, retry_of, actor, duplicate_of)
+             values (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,?16,?17,?18,?19,?20,?21,?22)
              on conflict do nothing",
         )
         .bind(run.run_id.to_string())
@@ -113,6 +113,9 @@ impl SqliteStore {
         .bind(run.started_at.map(to_text))
         .bind(run.finished_at.map(to_text))
         .bind(run.spec_hash.as_deref())
+        .bind(run.retry_of.map(|u| u.to_string()))
+        .bind(run.actor.as_deref())
+        .bind(run.duplicate_of.map(|u| u.to_string()))
         .execute(&self.pool)
         .await?
         .rows_affected();
@@ -260,30 +263,34 @@ impl SqliteStore {
         .bind(if f.limit > 0 { f.limit } else { i64::MAX })
         .fetch_all(&self.pool)
         .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(RunRow {
-                    run_id: uuid_of(r, "run_id")?,
-                    definition_id: uuid_of(r, "definition_id")?,
-                    fired_at: ts_of(r, "fired_at")?,
-                    scheduled_for: opt_ts_of(r, "scheduled_for")?,
-                    trigger: r.try_get("trigger")?,
-                    source: r.try_get("source")?,
-                    attempt: r.try_get("attempt")?,
-                    state: r.try_get("state")?,
-                    outcome: r.try_get("outcome")?,
-                    automation_error: r.try_get("automation_error")?,
-                    assessment_failures: r.try_get("assessment_failures")?,
-                    error_code: r.try_get("error_code")?,
-                    error_message: r.try_get("error_message")?,
-                    context_snapshot: json_of(r, "context_snapshot")?,
-                    worker_id: r.try_get("worker_id")?,
-                    lease_expires_at: opt_ts_of(r, "lease_expires_at")?,
-                    started_at: opt_ts_of(r, "started_at")?,
-                    finished_at: opt_ts_of(r, "finished_at")?,
-                })
-            })
-            .collect()
+        rows.iter().map(run_row).collect()
+    }
+
+    pub async fn slot_runs(&self, definition_id: Uuid, scheduled_for: Timestamp) -> Result<Vec<RunRow>> {
+        // Only constant text is formatted in.
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "{RUN_COLUMNS} where definition_id = ?1 and scheduled_for = ?2 order by attempt, fired_at, run_id"
+        )))
+        .bind(definition_id.to_string())
+        .bind(to_text(scheduled_for))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(run_row).collect()
+    }
+
+    pub async fn live_or_healthy_since(&self, definition_id: Uuid, since: Timestamp) -> Result<Vec<RunRow>> {
+        // Only constant text is formatted in.
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "{RUN_COLUMNS} where definition_id = ?1
+               and (state = 'running'
+                    or (outcome in ('ok', 'assessment_failures', 'lock_skipped') and finished_at >= ?2))
+             order by fired_at desc, run_id"
+        )))
+        .bind(definition_id.to_string())
+        .bind(to_text(since))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(run_row).collect()
     }
 
     pub async fn event_kinds(&self, definition_id: Option<Uuid>) -> Result<Vec<(String, i64)>> {
@@ -295,4 +302,33 @@ impl SqliteStore {
         .await?;
         rows.iter().map(|r| Ok((r.try_get("kind")?, r.try_get("n")?))).collect()
     }
+}
+
+/// The columns of a [`RunRow`], as a select prefix.
+const RUN_COLUMNS: &str =
+    "select run_id, definition_id, fired_at, scheduled_for, trigger, source, attempt, state, outcome,
+        automation_error, assessment_failures, error_code, error_message, context_snapshot, worker_id, lease_expires_at,
+        started_at, finished_at from activity_runs";
+
+fn run_row(r: &sqlx::sqlite::SqliteRow) -> Result<RunRow> {
+    Ok(RunRow {
+        run_id: uuid_of(r, "run_id")?,
+        definition_id: uuid_of(r, "definition_id")?,
+        fired_at: ts_of(r, "fired_at")?,
+        scheduled_for: opt_ts_of(r, "scheduled_for")?,
+        trigger: r.try_get("trigger")?,
+        source: r.try_get("source")?,
+        attempt: r.try_get("attempt")?,
+        state: r.try_get("state")?,
+        outcome: r.try_get("outcome")?,
+        automation_error: r.try_get("automation_error")?,
+        assessment_failures: r.try_get("assessment_failures")?,
+        error_code: r.try_get("error_code")?,
+        error_message: r.try_get("error_message")?,
+        context_snapshot: json_of(r, "context_snapshot")?,
+        worker_id: r.try_get("worker_id")?,
+        lease_expires_at: opt_ts_of(r, "lease_expires_at")?,
+        started_at: opt_ts_of(r, "started_at")?,
+        finished_at: opt_ts_of(r, "finished_at")?,
+    })
 }

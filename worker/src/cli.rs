@@ -25,10 +25,13 @@ macro_rules! out {
 }
 
 mod definitions;
+mod fallback;
 mod history;
 mod run_worker;
 
 use self::definitions::*;
+pub use self::fallback::FallbackCmd;
+use self::fallback::*;
 use self::history::*;
 use self::run_worker::*;
 
@@ -104,6 +107,10 @@ pub enum Command {
     Resume { slug: String },
     /// Activities and their state.
     Status,
+    /// The emergency local fallback: a one-shot run for a systemd timer, its
+    /// journal, the import into Postgres, and the units (runbooks/fallback.md).
+    #[command(subcommand)]
+    Fallback(FallbackCmd),
 }
 
 #[derive(Debug, Subcommand)]
@@ -306,6 +313,7 @@ pub async fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Status => status(g).await,
+        Command::Fallback(cmd) => fallback(g, cmd).await,
     }
 }
 

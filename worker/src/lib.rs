@@ -15,6 +15,7 @@
 //! - [`action`]: executing the HTTP call; [`snapshot`]: the shape of `context_snapshot`.
 //! - [`store`]: the narrow store interface; Postgres and SQLite.
 //! - [`worker`]: the loop: reconcile, claim, execute, record, leases, shutdown.
+//! - [`fallback`]: the emergency local fallback (one shot per timer tick, journal, import, systemd units).
 //! - [`cli`]: the commands and their output; [`telemetry`]: logs.
 
 pub mod action;
@@ -25,6 +26,7 @@ pub mod cli;
 pub mod definition;
 pub mod duration;
 pub mod error;
+pub mod fallback;
 pub mod misfire;
 pub mod run;
 pub mod schedule;

@@ -8,6 +8,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
+use std::time::Duration;
 
 use actcore::fallback::slot::slot_at;
 use actcore::run::{ErrorCode, Outcome, Source, State, Trigger};
@@ -514,4 +515,111 @@ async fn an_automation_error_exits_1_and_is_recorded() {
     let second = fallback(&["run", SLUG], defs.path(), &unreachable_db(), &p.journal).await;
     assert_eq!(second.1["attempt"], 2, "{}", second.1);
     assert_eq!(second.1["retry_of"], report["run_id"]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_database_lost_during_the_run_leaves_the_result_in_the_journal_and_import_completes_the_row() {
+    let hub = Hub::start().await;
+    let defs = definitions(&format!("{}/slow/3000", hub.url()), DAILY, "2d");
+    let pg = actcore_tests::PgCluster::start();
+    let url = pg.url();
+    Store::open_and_migrate(Some(&url)).await.unwrap();
+    sync_dir(defs.path(), &url);
+    let p = place();
+    let child = command(&["run", SLUG], defs.path(), &url, &p.journal).spawn().unwrap();
+    actcore_tests::eventually(Duration::from_secs(10), "the fallback's request", || async {
+        (!hub.arrivals().is_empty()).then_some(())
+    })
+    .await;
+    pg.ctl_stop();
+    let out = child.wait_with_output().await.unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        (report["outcome"].as_str(), report["recorded_in"].as_str()),
+        (Some("ok"), Some("journal")),
+        "{report}"
+    );
+    let run_id: Uuid = report["run_id"].as_str().unwrap().parse().unwrap();
+
+    pg.ctl_start();
+    let (code, imported, err) = fallback(&["import"], defs.path(), &url, &p.journal).await;
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(imported["imported"][0]["imported_as"], "result_written", "{imported}");
+    let store = Store::open(Some(&url)).await.unwrap();
+    let rows = slot_rows(&store, daily_slot()).await;
+    assert_eq!(
+        rows.len(),
+        1,
+        "one row: the one written before the request, now finished"
+    );
+    assert_eq!(rows[0].run_id, run_id);
+    assert_eq!(
+        (rows[0].state.as_str(), rows[0].outcome.as_deref()),
+        ("succeeded", Some("ok"))
+    );
+    assert_eq!(rows[0].context_snapshot["consistency_sweep_remote_all"]["exit_code"], 0);
+}
+
+/// A State Hub progress endpoint answering `events` (the canary's `verify` URL).
+async fn progress_server(events: Value) -> String {
+    let app = axum::Router::new().route(
+        "/progress",
+        axum::routing::get(move || {
+            let events = events.clone();
+            async move { axum::Json(events) }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    format!("http://{addr}/progress")
+}
+
+fn with_canary(defs: &Path, verify: &str) {
+    let file = defs.join(format!("{SLUG}.toml"));
+    let mut text = std::fs::read_to_string(&file).unwrap();
+    text.push_str(&format!("\n[canary]\nverify = \"{verify}\"\n"));
+    std::fs::write(file, text).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn out_of_reach_the_canary_skips_a_slot_the_cluster_swept_and_only_that() {
+    let hub = Hub::start().await;
+    let slot = daily_slot();
+    let event =
+        |source: &str, at: Timestamp| serde_json::json!({"created_at": at.to_string(), "detail": {"source": source}});
+
+    // The cluster's sweep of this slot reached State Hub: nothing to do.
+    let swept = progress_server(serde_json::json!([
+        event("local-fallback", slot + SignedDuration::from_secs(60)),
+        event("activity-core", slot + SignedDuration::from_secs(30)),
+    ]))
+    .await;
+    let defs = definitions(&format!("{}/sink/sweep", hub.url()), DAILY, "2d");
+    with_canary(defs.path(), &swept);
+    let p = place();
+    let (code, report, err) = fallback(&["run", SLUG], defs.path(), &unreachable_db(), &p.journal).await;
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(report["decision"], "canary_seen", "{report}");
+    assert!(hub.arrivals().is_empty());
+    assert!(!p.journal.exists(), "nothing recorded");
+
+    // Only older sweeps, or the fallback's own: it runs, into the journal.
+    let stale = progress_server(serde_json::json!([
+        event("activity-core", slot - SignedDuration::from_hours(24)),
+        event("local-fallback", slot + SignedDuration::from_secs(30)),
+    ]))
+    .await;
+    let defs = definitions(&format!("{}/sink/sweep", hub.url()), DAILY, "2d");
+    with_canary(defs.path(), &stale);
+    let (code, report, err) = fallback(&["run", SLUG], defs.path(), &unreachable_db(), &p.journal).await;
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(
+        (report["decision"].as_str(), report["recorded_in"].as_str()),
+        (Some("ran"), Some("journal")),
+        "{report}"
+    );
+    assert_eq!(hub.arrivals().len(), 1);
 }

@@ -8,7 +8,9 @@
 //!   run is kept outside the fence (`attempt = 0`, `duplicate_of` naming the
 //!   cluster's run), reported, and audited (`fallback_duplicate_fire`).
 //!
-//! A run already there (by `run_id`) is not written again; every run is
+//! A run already there (by `run_id`) is not written again, except that a
+//! row left `running` (the database went away during the run, so the result
+//! was journaled) gets its result; every run is
 //! marked imported in the journal, so a second import changes nothing.
 
 use jiff::Timestamp;
@@ -21,7 +23,7 @@ use super::slot::{self, SlotClaim};
 use crate::audit::{self, Audit};
 use crate::error::{Error, Result};
 use crate::run::State;
-use crate::store::{DefinitionSource, HistoryStore, NewRun, RunStore, Store, redact_url};
+use crate::store::{DefinitionSource, FinishRun, HistoryStore, NewRun, RunStore, Store, redact_url};
 
 /// How one journaled run was imported.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -35,6 +37,9 @@ pub enum Imported {
     Duplicate,
     /// Already in the database (an earlier import whose mark was lost).
     AlreadyPresent,
+    /// Its row was in the database still `running` (the database went away
+    /// during the run): the journaled result was written into it.
+    ResultWritten,
 }
 
 /// One imported run.
@@ -126,6 +131,25 @@ async fn import_one(store: &Store, entry: &Entry) -> Result<ImportedRun> {
         let slot_runs = store.slot_runs(run.definition_id, instant).await?;
         if let Some(present) = slot_runs.iter().find(|r| r.run_id == run.run_id) {
             run.attempt = present.attempt;
+            if present.state == State::Running.as_str()
+                && let Some(outcome) = run.outcome
+                && let Some(finished_at) = run.finished_at
+            {
+                let finish = FinishRun {
+                    run_id: run.run_id,
+                    state: run.state,
+                    outcome,
+                    automation_error: run.automation_error,
+                    assessment_failures: run.assessment_failures,
+                    error_code: run.error_code,
+                    error_message: run.error_message.clone(),
+                    snapshot: run.context_snapshot.clone(),
+                    finished_at,
+                };
+                if store.finish_runs(&[finish]).await? == 1 {
+                    return Ok(done(&run, Imported::ResultWritten));
+                }
+            }
             return Ok(done(&run, Imported::AlreadyPresent));
         }
         let imported_as = match slot::claim_of(&slot_runs, None) {

@@ -148,18 +148,20 @@ pub async fn run(opts: &RunOptions) -> Result<RunReport> {
     };
     let ctx = Ctx {
         opts,
+        files: &files,
         def,
         slot,
         request,
     };
     match cluster {
         Ok(store) => ctx.in_cluster(&store).await,
-        Err(why) => ctx.in_journal(&files, &why).await,
+        Err(why) => ctx.in_journal(&why).await,
     }
 }
 
 struct Ctx<'a> {
     opts: &'a RunOptions,
+    files: &'a [Loaded],
     def: &'a Definition,
     slot: Slot,
     request: std::result::Result<PreparedRequest, String>,
@@ -218,7 +220,7 @@ impl Ctx<'_> {
     }
 
     /// The database is out of reach: the canary, then the journal.
-    async fn in_journal(&self, files: &[Loaded], why: &str) -> Result<RunReport> {
+    async fn in_journal(&self, why: &str) -> Result<RunReport> {
         let def = self.def;
         tracing::warn!(activity = %def.slug, reason = %why, "the cluster's database is out of reach: the run goes to the journal");
         if let (Some(spec), false) = (&def.canary, self.opts.force) {
@@ -237,7 +239,7 @@ impl Ctx<'_> {
                 Err(e) => tracing::warn!(activity = %def.slug, error = %e, "canary check failed; running anyway"),
             }
         }
-        let journal = Journal::open_for_run(&self.opts.journal, files, Timestamp::now()).await?;
+        let journal = Journal::open_for_run(&self.opts.journal, self.files, Timestamp::now()).await?;
         if self.opts.force {
             let a = self.forced().with("recorded_in", "journal");
             audit::record(journal.store(), Timestamp::now(), &[a]).await?;
@@ -298,7 +300,20 @@ impl Ctx<'_> {
             }
         }
         let finish = self.send(&row).await;
-        store.finish_runs(std::slice::from_ref(&finish)).await?;
+        let mut journaled = None;
+        if let Err(e) = finish_with_retries(store, &finish).await {
+            if recorded_in != "cluster" {
+                return Err(e);
+            }
+            // The cluster's database went away during the run: the result goes
+            // to the journal, and `fallback import` writes it into the run's row.
+            tracing::warn!(activity = %def.slug, run_id = %row.run_id, error = %e,
+                "the result cannot be written to the cluster's database; recording it in the journal");
+            let journal = Journal::open_for_run(&self.opts.journal, self.files, Timestamp::now()).await?;
+            journal.store().insert_run(&finished_row(&row, &finish)).await?;
+            journaled = Some(journal.path().to_path_buf());
+        }
+        let recorded_in = if journaled.is_some() { "journal" } else { recorded_in };
         let mut r = self.report(
             Decision::Ran,
             match finish.outcome {
@@ -311,6 +326,7 @@ impl Ctx<'_> {
             },
         );
         r.recorded_in = Some(recorded_in);
+        r.journal = journaled;
         r.run_id = Some(row.run_id);
         r.attempt = Some(row.attempt);
         r.retry_of = row.retry_of;
@@ -387,6 +403,40 @@ impl Ctx<'_> {
                 crate::worker::execute::finish_of(row.run_id, c, snapshot::not_sent(), Timestamp::now())
             }
         }
+    }
+}
+
+/// Writes the result, retrying a few times (3.5 s in all) over a database that blinks.
+async fn finish_with_retries(store: &Store, finish: &FinishRun) -> Result<()> {
+    let mut wait = std::time::Duration::from_millis(500);
+    for _ in 0..3 {
+        match store.finish_runs(std::slice::from_ref(finish)).await {
+            Ok(_) => return Ok(()),
+            Err(e) => tracing::warn!(error = %e, "writing the fallback run's result failed; retrying"),
+        }
+        tokio::time::sleep(wait).await;
+        wait *= 2;
+    }
+    store.finish_runs(std::slice::from_ref(finish)).await.map(|_| ())
+}
+
+/// The whole row of a finished run: the `running` row with its result applied.
+fn finished_row(row: &NewRun, finish: &FinishRun) -> NewRun {
+    let mut snapshot = row.context_snapshot.clone();
+    if let (Some(into), Some(add)) = (snapshot.as_object_mut(), finish.snapshot.as_object()) {
+        into.extend(add.clone());
+    }
+    NewRun {
+        state: finish.state,
+        outcome: Some(finish.outcome),
+        automation_error: finish.automation_error,
+        assessment_failures: finish.assessment_failures,
+        error_code: finish.error_code,
+        error_message: finish.error_message.clone(),
+        context_snapshot: snapshot,
+        lease_expires_at: None,
+        finished_at: Some(finish.finished_at),
+        ..row.clone()
     }
 }
 

@@ -4,7 +4,8 @@
 //!
 //! Most tests use a daily schedule (`0 0 * * *`) with a two-day misfire
 //! grace: the slot (today's 00:00 UTC) stays the same for the whole test,
-//! so a cluster row written for it is the row the fallback meets.
+//! so a cluster row written for it is the row the fallback meets (a test
+//! running across 00:00 UTC would see two slots; it is the one edge).
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -150,7 +151,7 @@ async fn cluster(defs: &Path) -> (String, Store) {
 #[tokio::test(flavor = "multi_thread")]
 async fn five_concurrent_calls_execute_one_action() {
     let hub = Hub::start().await;
-    let defs = definitions(&format!("{}/slow/2000", hub.url()), DAILY, "2d");
+    let defs = definitions(&format!("{}/slow/3000", hub.url()), DAILY, "2d");
     let p = place();
     let db = unreachable_db();
     let children: Vec<_> = (0..5)
@@ -164,17 +165,16 @@ async fn five_concurrent_calls_execute_one_action() {
         decisions.push(report["decision"].as_str().unwrap().to_string());
     }
     decisions.sort();
-    assert_eq!(
-        decisions,
-        [
-            "ran",
-            "skipped_locked",
-            "skipped_locked",
-            "skipped_locked",
-            "skipped_locked"
-        ],
-        "one ran, four saw the lock and stopped at once"
+    assert_eq!(decisions[0], "ran", "{decisions:?}");
+    // The others saw the lock and stopped at once. One delayed past the first
+    // run's end (a loaded machine) meets the journal's fence instead: still no second action.
+    assert!(
+        decisions[1..]
+            .iter()
+            .all(|d| d == "skipped_locked" || d == "slot_taken"),
+        "{decisions:?}"
     );
+    assert!(decisions.iter().any(|d| d == "skipped_locked"), "{decisions:?}");
     assert_eq!(hub.arrivals().len(), 1, "one action executed");
     let (_, status, _) = fallback(&["status"], defs.path(), &db, &p.journal).await;
     assert_eq!(status["runs"].as_array().unwrap().len(), 1, "{status}");
@@ -520,7 +520,7 @@ async fn an_automation_error_exits_1_and_is_recorded() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_database_lost_during_the_run_leaves_the_result_in_the_journal_and_import_completes_the_row() {
     let hub = Hub::start().await;
-    let defs = definitions(&format!("{}/slow/3000", hub.url()), DAILY, "2d");
+    let defs = definitions(&format!("{}/slow/5000", hub.url()), DAILY, "2d");
     let pg = actcore_tests::PgCluster::start();
     let url = pg.url();
     Store::open_and_migrate(Some(&url)).await.unwrap();

@@ -337,7 +337,14 @@ async fn with_the_database_unreachable_the_run_is_journaled_and_imported_once() 
     let hub = Hub::start().await;
     let defs = definitions(&format!("{}/fixture/assessment-failures.json", hub.url()), DAILY, "2d");
     let p = place();
-    let (code, report, err) = fallback(&["run", SLUG], defs.path(), &unreachable_db(), &p.journal).await;
+    // Forced: its audit is journaled with the run and imported with it.
+    let (code, report, err) = fallback(
+        &["run", SLUG, "--force", "--reason", "drill"],
+        defs.path(),
+        &unreachable_db(),
+        &p.journal,
+    )
+    .await;
     assert_eq!(code, 0, "assessment failures are not an automation error: {err}");
     assert_eq!(report["decision"], "ran", "{report}");
     assert_eq!(report["recorded_in"], "journal");
@@ -373,6 +380,11 @@ async fn with_the_database_unreachable_the_run_is_journaled_and_imported_once() 
     assert_eq!(code, 0, "{err}");
     assert_eq!(second["imported"].as_array().unwrap().len(), 0, "{second}");
     assert_eq!(second["already_imported"], 1);
+    assert_eq!(
+        event_count(&store, "fallback_forced").await,
+        1,
+        "the override's audit came along, once"
+    );
 
     let all = store
         .runs(&RunFilter {

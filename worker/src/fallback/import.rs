@@ -94,6 +94,13 @@ pub async fn import(journal: &Journal, store: &Store, target_url: &str) -> Resul
             )));
         }
         let done = import_one(store, &entry).await?;
+        if matches!(
+            done.imported_as,
+            Imported::FirstAttempt | Imported::NextAttempt | Imported::Duplicate
+        ) {
+            // The run's own audit (a `--force`) goes with it.
+            store.record_events(&journal.audits_of(entry.run.run_id).await?).await?;
+        }
         let now = Timestamp::now();
         journal
             .mark_imported(

@@ -99,6 +99,36 @@ impl Journal {
         rows.iter().map(entry).collect()
     }
 
+    /// The audit events recorded with `run_id` in the journal (a forced run's
+    /// `fallback_forced`), to copy along with the run.
+    pub async fn audits_of(&self, run_id: Uuid) -> Result<Vec<NewEvent>> {
+        let Store::Sqlite(s) = &self.store else {
+            return Err(Error::Internal("the journal is not an embedded store".into()));
+        };
+        let rows = sqlx::query(
+            "select at, definition_id, kind, detail from activity_events where run_id = ?1 and kind <> ?2 order by event_id",
+        )
+        .bind(run_id.to_string())
+        .bind(IMPORTED)
+        .fetch_all(s.pool())
+        .await?;
+        rows.iter()
+            .map(|r| {
+                let definition_id: Option<String> = r.try_get("definition_id")?;
+                Ok(NewEvent {
+                    at: from_text(&r.try_get::<String, _>("at")?)?,
+                    definition_id: definition_id
+                        .map(|d| Uuid::parse_str(&d).map_err(|e| sqlx::Error::Decode(Box::new(e))))
+                        .transpose()?,
+                    run_id: Some(run_id),
+                    kind: r.try_get("kind")?,
+                    detail: serde_json::from_str(&r.try_get::<String, _>("detail")?)
+                        .map_err(|e| sqlx::Error::Decode(Box::new(e)))?,
+                })
+            })
+            .collect()
+    }
+
     /// Records that `run_id` is now in the cluster's database.
     pub async fn mark_imported(
         &self,

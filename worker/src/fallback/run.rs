@@ -240,10 +240,6 @@ impl Ctx<'_> {
             }
         }
         let journal = Journal::open_for_run(&self.opts.journal, self.files, Timestamp::now()).await?;
-        if self.opts.force {
-            let a = self.forced().with("recorded_in", "journal");
-            audit::record(journal.store(), Timestamp::now(), &[a]).await?;
-        }
         let mut report = self.execute(journal.store(), "journal").await?;
         report.journal = Some(journal.path().to_path_buf());
         Ok(report)
@@ -298,6 +294,11 @@ impl Ctx<'_> {
                     ));
                 }
             }
+        }
+        if self.opts.force && recorded_in == "journal" {
+            // Kept with the run: `fallback import` copies it into the cluster's database.
+            let a = self.forced().run(row.run_id).with("recorded_in", "journal");
+            audit::record(store, Timestamp::now(), &[a]).await?;
         }
         let finish = self.send(&row).await;
         let mut journaled = None;

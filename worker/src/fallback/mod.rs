@@ -24,6 +24,7 @@
 pub mod import;
 pub mod journal;
 pub mod lock;
+mod report;
 pub mod run;
 pub mod slot;
 pub mod units;

@@ -233,6 +233,12 @@ async fn with_an_idle_cluster_the_fallback_takes_the_workers_fence() {
     let defs = definitions(&format!("{}/sink/sweep", hub.url()), DAILY, "2d");
     let (url, store) = cluster(defs.path()).await;
     let slot = daily_slot();
+    // The fallback swept the previous slot: its own run is no sign of a working cluster.
+    let own_previous = NewRun {
+        source: Source::LocalFallback,
+        ..cluster_run(slot - SignedDuration::from_hours(24), 1, Trigger::Fallback, Outcome::Ok)
+    };
+    assert!(store.insert_run(&own_previous).await.unwrap());
     let p = place();
     let (code, report, err) = fallback(&["run", SLUG], defs.path(), &url, &p.journal).await;
     assert_eq!(code, 0, "{err}");

@@ -112,12 +112,13 @@ impl Ctx<'_> {
             })?;
         let since = slot::guard_since(&self.slot);
         let live = store.live_or_healthy_since(def.id, since).await?;
+        let evidence = slot::cluster_evidence(&live);
         if self.opts.force {
             let a = self
                 .forced()
                 .with("recorded_in", "cluster")
                 .with("paused", stored.paused)
-                .with("guard_would_stand_down_for", live.first().map(|r| r.run_id.to_string()));
+                .with("guard_would_stand_down_for", evidence.map(|r| r.run_id.to_string()));
             audit::record(store, Timestamp::now(), &[a]).await?;
         } else {
             if stored.paused {
@@ -126,7 +127,7 @@ impl Ctx<'_> {
                     "an operator paused this activity in the cluster; not run (--force overrides, audited)".into(),
                 ));
             }
-            if let Some(live) = live.first() {
+            if let Some(live) = evidence {
                 let mut r = self.report(
                     Decision::ClusterHealthy,
                     format!(

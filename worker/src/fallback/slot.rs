@@ -5,6 +5,7 @@
 use jiff::{SignedDuration, Timestamp};
 use uuid::Uuid;
 
+use crate::run::Source;
 use crate::schedule::{Schedule, last_at_or_before};
 use crate::store::RunRow;
 
@@ -74,6 +75,14 @@ pub fn is_live_or_healthy(run: &RunRow) -> bool {
             run.outcome.as_deref(),
             Some("ok" | "assessment_failures" | "lock_skipped")
         )
+}
+
+/// The first of `runs` (running, or ended healthy) that shows the *cluster*
+/// working: the fallback's own runs of earlier slots do not, or a fallback
+/// that swept the last slot would stand down at the next one.
+pub fn cluster_evidence(runs: &[RunRow]) -> Option<&RunRow> {
+    runs.iter()
+        .find(|r| r.source != Source::LocalFallback.as_str() && is_live_or_healthy(r))
 }
 
 /// What the rows already recorded for the fallback's slot leave to it.
@@ -200,6 +209,19 @@ mod tests {
                 "{state} {outcome:?}"
             );
         }
+    }
+
+    #[test]
+    fn the_fallbacks_own_runs_are_no_evidence_of_a_working_cluster() {
+        let mut own = row(1, "fallback", "succeeded", Some("ok"));
+        own.source = "local-fallback".into();
+        assert!(cluster_evidence(std::slice::from_ref(&own)).is_none());
+        let failed = row(1, "schedule", "failed", Some("automation_error"));
+        let cluster_ok = row(1, "schedule", "succeeded", Some("lock_skipped"));
+        assert_eq!(
+            cluster_evidence(&[own, failed, cluster_ok.clone()]).map(|r| r.run_id),
+            Some(cluster_ok.run_id)
+        );
     }
 
     #[test]

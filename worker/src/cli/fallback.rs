@@ -238,8 +238,20 @@ fn fallback_units(g: &Global, args: &UnitsArgs) -> Result<()> {
     std::fs::create_dir_all(&args.out)?;
     let service = args.out.join(&u.service_name);
     let timer = args.out.join(&u.timer_name);
-    std::fs::write(&service, &u.service)?;
-    std::fs::write(&timer, &u.timer)?;
+    // Both written aside first, then renamed: never one unit without the other.
+    let (service_tmp, timer_tmp) = (service.with_extension("service.tmp"), timer.with_extension("timer.tmp"));
+    let written = std::fs::write(&service_tmp, &u.service)
+        .and_then(|()| std::fs::write(&timer_tmp, &u.timer))
+        .and_then(|()| std::fs::rename(&service_tmp, &service))
+        .and_then(|()| std::fs::rename(&timer_tmp, &timer));
+    if let Err(e) = written {
+        let _ = std::fs::remove_file(&service_tmp);
+        let _ = std::fs::remove_file(&timer_tmp);
+        return Err(Error::Io(std::io::Error::other(format!(
+            "cannot write the units into {}: {e}; pass --out DIR with a writable directory",
+            args.out.display()
+        ))));
+    }
     if g.json {
         print_json(&serde_json::json!({"service": service, "timer": timer, "on_calendar": u.on_calendar}))?;
     } else {

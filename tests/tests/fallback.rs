@@ -538,18 +538,25 @@ async fn an_automation_error_exits_1_and_is_recorded() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_database_lost_during_the_run_leaves_the_result_in_the_journal_and_import_completes_the_row() {
     let hub = Hub::start().await;
-    let defs = definitions(&format!("{}/slow/5000", hub.url()), DAILY, "2d");
-    let pg = actcore_tests::PgCluster::start();
-    let url = pg.url();
-    Store::open_and_migrate(Some(&url)).await.unwrap();
-    sync_dir(defs.path(), &url);
+    let defs = definitions(&format!("{}/slow/3000", hub.url()), DAILY, "2d");
+    let (url, _) = cluster(defs.path()).await;
     let p = place();
     let child = command(&["run", SLUG], defs.path(), &url, &p.journal).spawn().unwrap();
     actcore_tests::eventually(Duration::from_secs(10), "the fallback's request", || async {
         (!hub.arrivals().is_empty()).then_some(())
     })
     .await;
-    pg.ctl_stop();
+    // The database goes away while the request is out: its connections are
+    // cut and new ones refused.
+    let name = url.rsplit('/').next().unwrap().to_string();
+    let admin = sqlx::PgPool::connect(&actcore_tests::pg_admin_url()).await.unwrap();
+    let allow = |on: bool| sqlx::AssertSqlSafe(format!("alter database {name} with allow_connections {on}"));
+    sqlx::query(allow(false)).execute(&admin).await.unwrap();
+    sqlx::query("select pg_terminate_backend(pid) from pg_stat_activity where datname = $1")
+        .bind(&name)
+        .execute(&admin)
+        .await
+        .unwrap();
     let out = child.wait_with_output().await.unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(0), "{stderr}");
@@ -561,7 +568,7 @@ async fn a_database_lost_during_the_run_leaves_the_result_in_the_journal_and_imp
     );
     let run_id: Uuid = report["run_id"].as_str().unwrap().parse().unwrap();
 
-    pg.ctl_start();
+    sqlx::query(allow(true)).execute(&admin).await.unwrap();
     let (code, imported, err) = fallback(&["import"], defs.path(), &url, &p.journal).await;
     assert_eq!(code, 0, "{err}");
     assert_eq!(imported["imported"][0]["imported_as"], "result_written", "{imported}");

@@ -648,3 +648,25 @@ async fn out_of_reach_the_canary_skips_a_slot_the_cluster_swept_and_only_that() 
     );
     assert_eq!(hub.arrivals().len(), 1);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_paused_activity_is_left_alone_unless_forced() {
+    let hub = Hub::start().await;
+    let defs = definitions(&format!("{}/sink/sweep", hub.url()), DAILY, "2d");
+    let (url, store) = cluster(defs.path()).await;
+    let (code, out, err) = actcore_tests::run_cli(&["pause", SLUG], &[("DATABASE_URL", url.as_str())]);
+    assert_eq!(code, 0, "{out}{err}");
+    let p = place();
+    let (code, report, err) = fallback(&["run", SLUG], defs.path(), &url, &p.journal).await;
+    assert_eq!(
+        (code, report["decision"].as_str()),
+        (0, Some("paused")),
+        "{report}{err}"
+    );
+    assert!(hub.arrivals().is_empty());
+
+    let (code, report, err) = fallback(&["run", SLUG, "--force"], defs.path(), &url, &p.journal).await;
+    assert_eq!((code, report["decision"].as_str()), (0, Some("ran")), "{report}{err}");
+    assert_eq!(hub.arrivals().len(), 1);
+    assert_eq!(event_count(&store, "fallback_forced").await, 1);
+}

@@ -96,6 +96,9 @@ fn run(def: Uuid, minutes_ago: i64, outcome: Outcome, code: Option<ErrorCode>) -
         started_at: Some(at),
         finished_at: Some(at + SignedDuration::from_secs(1)),
         spec_hash: None,
+        retry_of: None,
+        actor: None,
+        duplicate_of: None,
     }
 }
 

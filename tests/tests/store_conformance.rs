@@ -166,6 +166,9 @@ fn manual_run(definition_id: Uuid, fired_at: Timestamp, snapshot: Value) -> NewR
         started_at: Some(fired_at),
         finished_at: Some(fired_at + secs(1)),
         spec_hash: None,
+        retry_of: None,
+        actor: None,
+        duplicate_of: None,
     }
 }
 
@@ -1183,7 +1186,132 @@ async fn guard_reads_and_overrides(backend: Backend) {
     }
 }
 
+/// A finished run of `def` for `instant`, as the cluster or the fallback records it.
+fn slot_run(
+    def: Uuid,
+    instant: Timestamp,
+    attempt: i32,
+    trigger: Trigger,
+    outcome: Outcome,
+    finished: Timestamp,
+) -> NewRun {
+    NewRun {
+        scheduled_for: Some(instant),
+        trigger,
+        source: if trigger == Trigger::Fallback {
+            Source::LocalFallback
+        } else {
+            Source::ActivityCore
+        },
+        attempt,
+        state: outcome.state(),
+        outcome: Some(outcome),
+        automation_error: outcome == Outcome::AutomationError,
+        finished_at: Some(finished),
+        ..manual_run(def, instant, json!({}))
+    }
+}
+
+/// The column as text (uuid in Postgres, text in SQLite), for links the run rows do not carry.
+async fn link(store: &Store, run_id: Uuid, column: &str) -> Option<String> {
+    let sql = format!("select cast({column} as text) as v from activity_runs where cast(run_id as text) = ");
+    match store {
+        Store::Postgres(pg) => sqlx::query_scalar(sqlx::AssertSqlSafe(format!("{sql}$1")))
+            .bind(run_id.to_string())
+            .fetch_one(pg.pool())
+            .await
+            .unwrap(),
+        Store::Sqlite(lite) => sqlx::query_scalar(sqlx::AssertSqlSafe(format!("{sql}?1")))
+            .bind(run_id.to_string())
+            .fetch_one(lite.pool())
+            .await
+            .unwrap(),
+    }
+}
+
+/// The fallback's queries: an instant's runs, the cluster guard's "running
+/// or healthy since", the fence widened to fallback first attempts, and the
+/// links (`retry_of`, `duplicate_of`, `actor`) stored as given.
+async fn fallback_guard_slot_runs_and_the_widened_fence(backend: Backend) {
+    let (store, _guard, files) = store_with(backend, 2).await;
+    let (a, b) = (files[0].definition.id, files[1].definition.id);
+    let s = t("2030-01-01T12:00:00Z");
+    let failed = slot_run(a, s, 1, Trigger::Schedule, Outcome::AutomationError, s + secs(10));
+    let retried = NewRun {
+        retry_of: Some(failed.run_id),
+        ..slot_run(a, s, 2, Trigger::Retry, Outcome::Ok, s + secs(60))
+    };
+    let older_ok = slot_run(a, s - secs(3600), 1, Trigger::Schedule, Outcome::Ok, s - secs(3590));
+    let blocked = slot_run(
+        a,
+        s + secs(900),
+        1,
+        Trigger::Schedule,
+        Outcome::BlockedCircuitOpen,
+        s + secs(900),
+    );
+    let running = NewRun {
+        state: State::Running,
+        outcome: None,
+        finished_at: None,
+        ..slot_run(a, s + secs(1800), 1, Trigger::Schedule, Outcome::Ok, s)
+    };
+    let other = slot_run(b, s, 1, Trigger::Schedule, Outcome::Ok, s + secs(5));
+    for r in [&failed, &retried, &older_ok, &blocked, &running, &other] {
+        assert!(store.insert_run(r).await.unwrap(), "{r:?}");
+    }
+
+    let ids = |rows: Vec<RunRow>| rows.into_iter().map(|r| r.run_id).collect::<Vec<_>>();
+    assert_eq!(
+        ids(store.slot_runs(a, s).await.unwrap()),
+        [failed.run_id, retried.run_id],
+        "every attempt of the instant, first attempt first, no other activity"
+    );
+    let mut live = ids(store.live_or_healthy_since(a, s).await.unwrap());
+    live.sort();
+    let mut expected = vec![retried.run_id, running.run_id];
+    expected.sort();
+    assert_eq!(
+        live, expected,
+        "running, or ended healthy since; not failed, blocked, older or another's"
+    );
+    assert!(store.live_or_healthy_since(b, s + secs(6)).await.unwrap().is_empty());
+
+    // The fence holds fallback first attempts too, whichever comes first.
+    let fallback_first = slot_run(a, s, 1, Trigger::Fallback, Outcome::Ok, s + secs(70));
+    assert!(!store.insert_run(&fallback_first).await.unwrap(), "the cluster holds s");
+    let t2 = s + secs(2700);
+    let fallback_t2 = slot_run(a, t2, 1, Trigger::Fallback, Outcome::Ok, t2 + secs(5));
+    assert!(store.insert_run(&fallback_t2).await.unwrap());
+    let cluster_t2 = slot_run(a, t2, 1, Trigger::Schedule, Outcome::Ok, t2 + secs(6));
+    assert!(!store.insert_run(&cluster_t2).await.unwrap(), "the fallback holds t2");
+    // Outside the fence: a later attempt, and an imported duplicate (attempt 0).
+    let next = NewRun {
+        retry_of: Some(failed.run_id),
+        actor: Some("alice".into()),
+        ..slot_run(a, s, 3, Trigger::Fallback, Outcome::Ok, s + secs(80))
+    };
+    let duplicate = NewRun {
+        duplicate_of: Some(fallback_t2.run_id),
+        ..slot_run(a, t2, 0, Trigger::Fallback, Outcome::Ok, t2 + secs(7))
+    };
+    assert!(store.insert_run(&next).await.unwrap());
+    assert!(store.insert_run(&duplicate).await.unwrap());
+    assert_eq!(
+        link(&store, next.run_id, "retry_of").await,
+        Some(failed.run_id.to_string())
+    );
+    assert_eq!(link(&store, next.run_id, "actor").await.as_deref(), Some("alice"));
+    assert_eq!(
+        link(&store, duplicate.run_id, "duplicate_of").await,
+        Some(fallback_t2.run_id.to_string())
+    );
+    assert_eq!(link(&store, failed.run_id, "retry_of").await, None);
+    assert_eq!(store.slot_runs(a, t2).await.unwrap().len(), 2);
+}
+
 actcore_tests::both_backends!(
+    fallback_guard_slot_runs_and_the_widened_fence,
     fault5_a_callers_clock_ahead_moves_neither_updated_at_nor_leases,
     claim_adopts_the_rows_of_an_attempt_whose_reply_was_lost,
     finished_but_unwritten_runs_are_not_overlaps,

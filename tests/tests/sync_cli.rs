@@ -148,6 +148,9 @@ fn run_for(definition_id: Uuid) -> NewRun {
         started_at: Some(now),
         finished_at: Some(now),
         spec_hash: None,
+        retry_of: None,
+        actor: None,
+        duplicate_of: None,
     }
 }
 

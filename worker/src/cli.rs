@@ -25,12 +25,15 @@ macro_rules! out {
 }
 
 mod definitions;
+mod fallback;
 mod history;
 mod ops;
 mod run_worker;
 mod serve;
 
 use self::definitions::*;
+pub use self::fallback::FallbackCmd;
+use self::fallback::*;
 use self::history::*;
 pub use self::ops::{CircuitCmd, OverrideArgs, StatusArgs};
 use self::run_worker::*;
@@ -126,6 +129,10 @@ Every situation and its words: docs/operations.md. The same data: GET /v1/status
     /// Serve the admin API and the status page without firing anything (the
     /// `actcore-api` deployment, scaled apart from the workers).
     Api(ApiArgs),
+    /// The emergency local fallback: a one-shot run for a systemd timer, its
+    /// journal, the import into Postgres, and the units (runbooks/fallback.md).
+    #[command(subcommand)]
+    Fallback(FallbackCmd),
 }
 
 #[derive(Debug, Subcommand)]
@@ -346,6 +353,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Circuit(cmd) => ops::circuit(g, cmd).await,
         Command::Status(args) => ops::status(g, args).await,
         Command::Api(args) => serve::api(g, args).await,
+        Command::Fallback(cmd) => fallback(g, cmd).await,
     }
 }
 

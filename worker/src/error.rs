@@ -32,6 +32,10 @@ pub enum Error {
     /// A part of the worker stopped that must not (a background task died).
     #[error("{0}")]
     Internal(String),
+    /// A run this command executed itself (the fallback) ended in an
+    /// automation error: it is recorded, and the exit code says so (1).
+    #[error("{0}")]
+    Automation(String),
     /// Standard output was closed by its reader (`actcore runs | head -1`):
     /// the command stops printing and ends quietly, with success.
     #[error("standard output closed")]
@@ -44,7 +48,12 @@ impl Error {
         match self {
             Error::Definitions(_) | Error::Config(_) | Error::Locked(_) => 78,
             Error::Usage(_) => 2,
-            Error::Connect { .. } | Error::Db(_) | Error::Migrate(_) | Error::Io(_) | Error::Internal(_) => 1,
+            Error::Connect { .. }
+            | Error::Db(_)
+            | Error::Migrate(_)
+            | Error::Io(_)
+            | Error::Internal(_)
+            | Error::Automation(_) => 1,
             Error::StdoutClosed => 0,
         }
     }
@@ -61,6 +70,7 @@ impl Error {
             Error::Locked(_) => "locked",
             Error::Io(_) => "io",
             Error::Internal(_) => "internal",
+            Error::Automation(_) => "automation",
             Error::StdoutClosed => "stdout_closed",
         }
     }

@@ -17,6 +17,7 @@
 //! - [`worker`]: the loop: reconcile, claim, execute, record, leases, shutdown.
 //! - [`status`]: per-activity status and the recommended action; [`ops`]: the
 //!   operator's audited overrides; [`api`]: the admin API, metrics and status page.
+//! - [`fallback`]: the emergency local fallback (one shot per timer tick, journal, import, systemd units).
 //! - [`cli`]: the commands and their output; [`telemetry`]: logs.
 
 pub mod action;
@@ -29,6 +30,7 @@ pub mod definition;
 pub mod demo;
 pub mod duration;
 pub mod error;
+pub mod fallback;
 pub mod misfire;
 pub mod ops;
 pub mod run;

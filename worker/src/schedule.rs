@@ -292,8 +292,9 @@ fn parse_time_zone(name: &str) -> Result<TimeZone, ScheduleError> {
     })
 }
 
-/// Replaces an `@name` shortcut with its 5-field expression.
-fn expand_nickname(cron: &str) -> Result<String, ScheduleError> {
+/// Replaces an `@name` shortcut with its 5-field expression (a plain
+/// expression is returned as it is); the fallback's unit generator reads the fields.
+pub fn expand_nickname(cron: &str) -> Result<String, ScheduleError> {
     if !cron.starts_with('@') {
         return Ok(cron.to_string());
     }

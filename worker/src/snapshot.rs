@@ -44,11 +44,17 @@ impl MisfireReason {
 /// planned lateness (fire time − instant, i.e. the jitter); the result
 /// replaces it with when the request actually left.
 pub fn claimed(spec_hash: &str, scheduled_for: &str, jitter_ms: i64) -> Value {
+    started(Trigger::Schedule, spec_hash, scheduled_for, jitter_ms)
+}
+
+/// The same first part for a run fired by another trigger (the local
+/// fallback): its row is written before the request, as a claim is.
+pub fn started(trigger: Trigger, spec_hash: &str, scheduled_for: &str, lateness_ms: i64) -> Value {
     json!({
-        "trigger": Trigger::Schedule.as_str(),
+        "trigger": trigger.as_str(),
         "spec_hash": spec_hash,
         "scheduled_for": scheduled_for,
-        "lateness_ms": jitter_ms,
+        "lateness_ms": lateness_ms,
     })
 }
 

@@ -83,6 +83,21 @@ pub trait DefinitionSource: Clone + Send + Sync + 'static {
 pub trait HistoryStore: Clone + Send + Sync + 'static {
     fn runs(&self, filter: &RunFilter) -> impl Future<Output = Result<Vec<RunRow>>> + Send;
     fn event_kinds(&self, definition_id: Option<Uuid>) -> impl Future<Output = Result<Vec<(String, i64)>>> + Send;
+
+    /// Every run of one instant of an activity (all triggers and attempts), first attempt first.
+    fn slot_runs(
+        &self,
+        definition_id: Uuid,
+        scheduled_for: Timestamp,
+    ) -> impl Future<Output = Result<Vec<RunRow>>> + Send;
+
+    /// The activity's runs that are running, or ended healthy (ok, assessment
+    /// failures, lock skipped) at or after `since`: the fallback's cluster guard.
+    fn live_or_healthy_since(
+        &self,
+        definition_id: Uuid,
+        since: Timestamp,
+    ) -> impl Future<Output = Result<Vec<RunRow>>> + Send;
 }
 
 macro_rules! backend {
@@ -170,5 +185,13 @@ impl HistoryStore for Store {
 
     async fn event_kinds(&self, definition_id: Option<Uuid>) -> Result<Vec<(String, i64)>> {
         backend!(self, s => s.event_kinds(definition_id))
+    }
+
+    async fn slot_runs(&self, definition_id: Uuid, scheduled_for: Timestamp) -> Result<Vec<RunRow>> {
+        backend!(self, s => s.slot_runs(definition_id, scheduled_for))
+    }
+
+    async fn live_or_healthy_since(&self, definition_id: Uuid, since: Timestamp) -> Result<Vec<RunRow>> {
+        backend!(self, s => s.live_or_healthy_since(definition_id, since))
     }
 }

@@ -82,6 +82,13 @@ pub struct NewRun {
     pub started_at: Option<Timestamp>,
     pub finished_at: Option<Timestamp>,
     pub spec_hash: Option<String>,
+    /// The first run of the chain this attempt follows (a retry, a fallback
+    /// attempt after a failed cluster run).
+    pub retry_of: Option<Uuid>,
+    /// Who asked for it (a manual trigger, a forced fallback run).
+    pub actor: Option<String>,
+    /// An imported fallback run for an instant the cluster also ran: the cluster's run.
+    pub duplicate_of: Option<Uuid>,
 }
 
 /// One activity due at an instant, for a batched claim.

@@ -149,7 +149,7 @@ async fn execute<S: RunStore>(core: Arc<Core<S>>, task: RunTask) {
 }
 
 /// The result of an executed run, made storable (see [`snapshot::make_storable`]).
-fn finish_of(run_id: Uuid, c: Classification, mut snapshot: serde_json::Value, now: Timestamp) -> FinishRun {
+pub(crate) fn finish_of(run_id: Uuid, c: Classification, mut snapshot: serde_json::Value, now: Timestamp) -> FinishRun {
     snapshot::make_storable(&mut snapshot);
     let mut error_message = c.error_message;
     if let Some(m) = &mut error_message {

@@ -135,6 +135,9 @@ impl<S: RunStore> Ledger<S> {
             finished_at: Some(now),
             spec_hash: Some(u.spec.spec_hash.clone()),
             context_snapshot: snapshot,
+            retry_of: None,
+            actor: None,
+            duplicate_of: None,
         };
         if self.store.insert_run(&row).await? {
             crate::api::metrics::instant_skipped(&def.slug, crate::api::metrics::SkipReason::Misfire);

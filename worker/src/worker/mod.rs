@@ -14,7 +14,7 @@
 //! - [`clock`]: the injectable clock that lets tests skip the waiting.
 
 pub mod clock;
-mod execute;
+pub(crate) mod execute;
 mod fire;
 mod leases;
 mod ledger;

@@ -90,8 +90,8 @@ impl SqliteStore {
         let n = sqlx::query(
             "insert into activity_runs (run_id, definition_id, fired_at, scheduled_for, trigger, source, attempt, state, outcome,
                  automation_error, assessment_failures, error_code, error_message, context_snapshot, worker_id,
-                 lease_expires_at, started_at, finished_at, spec_hash)
-             values (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,?16,?17,?18,?19)
+                 lease_expires_at, started_at, finished_at, spec_hash, retry_of, actor, duplicate_of)
+             values (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,?16,?17,?18,?19,?20,?21,?22)
              on conflict do nothing",
         )
         .bind(run.run_id.to_string())
@@ -113,6 +113,9 @@ impl SqliteStore {
         .bind(run.started_at.map(to_text))
         .bind(run.finished_at.map(to_text))
         .bind(run.spec_hash.as_deref())
+        .bind(run.retry_of.map(|u| u.to_string()))
+        .bind(run.actor.as_deref())
+        .bind(run.duplicate_of.map(|u| u.to_string()))
         .execute(&self.pool)
         .await?
         .rows_affected();
@@ -263,6 +266,33 @@ impl SqliteStore {
         rows.iter().map(|r| Ok(run_row(r)?)).collect()
     }
 
+    pub async fn slot_runs(&self, definition_id: Uuid, scheduled_for: Timestamp) -> Result<Vec<RunRow>> {
+        // Only constant text is formatted in.
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "{RUN_COLUMNS} where definition_id = ?1 and scheduled_for = ?2 order by attempt, fired_at, run_id"
+        )))
+        .bind(definition_id.to_string())
+        .bind(to_text(scheduled_for))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(|r| Ok(run_row(r)?)).collect()
+    }
+
+    pub async fn live_or_healthy_since(&self, definition_id: Uuid, since: Timestamp) -> Result<Vec<RunRow>> {
+        // Only constant text is formatted in.
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "{RUN_COLUMNS} where definition_id = ?1
+               and (state = 'running'
+                    or (outcome in ('ok', 'assessment_failures', 'lock_skipped') and finished_at >= ?2))
+             order by fired_at desc, run_id"
+        )))
+        .bind(definition_id.to_string())
+        .bind(to_text(since))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(|r| Ok(run_row(r)?)).collect()
+    }
+
     pub async fn event_kinds(&self, definition_id: Option<Uuid>) -> Result<Vec<(String, i64)>> {
         let rows = sqlx::query(
             "select kind, count(*) as n from activity_events where (?1 is null or definition_id = ?1) group by kind order by kind",
@@ -273,6 +303,12 @@ impl SqliteStore {
         rows.iter().map(|r| Ok((r.try_get("kind")?, r.try_get("n")?))).collect()
     }
 }
+
+/// The columns of a [`RunRow`], as a select prefix.
+const RUN_COLUMNS: &str =
+    "select run_id, definition_id, fired_at, scheduled_for, trigger, source, attempt, state, outcome,
+        automation_error, assessment_failures, error_code, error_message, context_snapshot, worker_id, lease_expires_at,
+        started_at, finished_at from activity_runs";
 
 /// A run row as read back; shared by the history reads of this backend.
 pub(super) fn run_row(r: &SqliteRow) -> std::result::Result<RunRow, sqlx::Error> {

@@ -24,10 +24,13 @@ macro_rules! out {
     };
 }
 
+mod contract;
 mod definitions;
 mod history;
 mod run_worker;
 
+pub use self::contract::{ContractCmd, DbCmd, VerifyArgs};
+use self::contract::{contract_verify, db_roles};
 use self::definitions::*;
 use self::history::*;
 use self::run_worker::*;
@@ -93,7 +96,7 @@ pub enum Command {
     #[command(subcommand)]
     Schedule(ScheduleCmd),
     /// Run the scheduler: fire due instants, execute, record. Run 2+ replicas on Postgres.
-    Worker(WorkerArgs),
+    Worker(WorkerRunArgs),
     /// The newcomer's mode: embedded store, sync definitions/, run the worker in the foreground.
     Dev(WorkerArgs),
     /// Recent runs, newest first.
@@ -104,6 +107,24 @@ pub enum Command {
     Resume { slug: String },
     /// Activities and their state.
     Status,
+    /// The runtime contract (k8s/contract.toml): check the deployment against it.
+    #[command(subcommand)]
+    Contract(ContractCmd),
+    /// Database administration: the least-privilege roles.
+    #[command(subcommand)]
+    Db(DbCmd),
+}
+
+/// `actcore worker`: the loop's flags, and the contract it must meet.
+#[derive(Debug, Clone, Args)]
+pub struct WorkerRunArgs {
+    #[command(flatten)]
+    pub worker: WorkerArgs,
+    /// The runtime contract to meet before starting (the image carries
+    /// /etc/actcore/contract.toml): a missing variable or definitions path
+    /// exits 78 with every problem instead of running half configured.
+    #[arg(long, env = "ACTCORE_CONTRACT")]
+    pub contract: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -257,7 +278,10 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Schedule(ScheduleCmd::Preview { slug, from, count }) => {
             preview(&g.definitions, slug, *from, *count as usize, g.json)
         }
-        Command::Worker(args) => {
+        Command::Worker(WorkerRunArgs { worker: args, contract }) => {
+            if let Some(path) = contract {
+                crate::contract::enforce_at_startup(path, "worker")?;
+            }
             let store = Store::open(g.database_url.as_deref()).await?;
             let _lock = hold_embedded_lock(&store)?;
             run_worker(store, args).await
@@ -306,6 +330,12 @@ pub async fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Status => status(g).await,
+        Command::Contract(ContractCmd::Verify(a)) => contract_verify(g, a).await,
+        Command::Db(DbCmd::Roles {
+            print: _,
+            owner,
+            runtime,
+        }) => db_roles(g, owner, runtime),
     }
 }
 

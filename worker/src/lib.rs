@@ -15,6 +15,7 @@
 //! - [`action`]: executing the HTTP call; [`snapshot`]: the shape of `context_snapshot`.
 //! - [`store`]: the narrow store interface; Postgres and SQLite.
 //! - [`worker`]: the loop: reconcile, claim, execute, record, leases, shutdown.
+//! - [`contract`]: the runtime contract (k8s/contract.toml) and its drift checks.
 //! - [`cli`]: the commands and their output; [`telemetry`]: logs.
 
 pub mod action;
@@ -22,6 +23,7 @@ pub mod audit;
 pub mod canary;
 pub mod classify;
 pub mod cli;
+pub mod contract;
 pub mod definition;
 pub mod duration;
 pub mod error;

@@ -9,6 +9,7 @@
 mod api;
 mod pg_listen;
 mod postgres;
+pub mod roles;
 pub mod schema;
 mod sqlite;
 pub mod time;

@@ -1,0 +1,605 @@
+//! The drift checks: pure functions over a parsed contract, rendered
+//! manifests, definitions and file texts. Each returns the drifts it found,
+//! every one naming the file, the field, what the contract expects, what was
+//! found, and the fix.
+
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::{Container, Probe};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use serde_json::Value;
+
+use super::manifests::{Object, Rendered};
+use super::{Contract, Drift, PROBE_PATHS};
+use crate::definition::Loaded;
+
+/// How long the worker itself adds to the longest action on SIGTERM (its
+/// default `--shutdown-grace` is the longest action, plus its preflight, plus 5 s).
+pub const WORKER_SHUTDOWN_EXTRA: Duration = Duration::from_secs(5);
+
+const CONTRACT: &str = "k8s/contract.toml";
+
+/// The workloads of the contract found in a rendering: (role, object, container).
+fn workloads<'a>(
+    contract: &'a Contract,
+    r: &'a Rendered,
+    drifts: &mut Vec<Drift>,
+) -> Vec<(&'a str, &'a Object, &'a Container)> {
+    let mut found = Vec::new();
+    for (role, w) in &contract.workloads {
+        let Some(obj) = r.find(&w.kind, &w.name) else {
+            drifts.push(Drift::new(
+                &r.source,
+                format!("{}/{}", w.kind, w.name),
+                format!("the {role} workload"),
+                "absent",
+                format!(
+                    "add {} {} to k8s/base, or correct [workloads.{role}] in {CONTRACT}",
+                    w.kind, w.name
+                ),
+            ));
+            continue;
+        };
+        let Some(c) = obj.container(&w.container) else {
+            drifts.push(Drift::new(
+                &r.source,
+                format!("{}/{} containers", w.kind, w.name),
+                format!("a container named {}", w.container),
+                "absent",
+                format!(
+                    "name the container {} or correct [workloads.{role}].container",
+                    w.container
+                ),
+            ));
+            continue;
+        };
+        found.push((role.as_str(), obj, c));
+    }
+    found
+}
+
+fn field(obj: &Object, container: &Container, rest: &str) -> String {
+    format!("{}/{} container {} {rest}", obj.kind(), obj.name(), container.name)
+}
+
+/// Environment variables: each one the contract gives a workload is set in
+/// its container, and the container sets none the contract does not name
+/// (a renamed variable shows as one missing and one unknown).
+pub fn env(contract: &Contract, r: &Rendered) -> Vec<Drift> {
+    let mut drifts = Vec::new();
+    for (role, obj, c) in workloads(contract, r, &mut drifts) {
+        let set: Vec<&str> = c.env.iter().flatten().map(|e| e.name.as_str()).collect();
+        for var in contract.env_for(role) {
+            if !set.contains(&var.name.as_str()) {
+                drifts.push(Drift::new(
+                    &r.source,
+                    field(obj, c, &format!("env {}", var.name)),
+                    format!("set ({})", var.set_by),
+                    "missing",
+                    format!("add {} to the container's env in k8s/base", var.name),
+                ));
+            } else if let Some(want) = var.path.as_deref().and_then(|k| contract.path(k)) {
+                let value = c
+                    .env
+                    .iter()
+                    .flatten()
+                    .find(|e| e.name == var.name)
+                    .and_then(|e| e.value.as_deref());
+                if value != Some(want) {
+                    drifts.push(Drift::new(
+                        &r.source,
+                        field(obj, c, &format!("env {}", var.name)),
+                        want,
+                        value.unwrap_or("(not a literal value)"),
+                        format!("set {} to {want}, the mount path in {CONTRACT} [paths]", var.name),
+                    ));
+                }
+            }
+        }
+        let contracted: Vec<&str> = contract.env_for(role).map(|v| v.name.as_str()).collect();
+        for name in set {
+            if !contracted.contains(&name) {
+                drifts.push(Drift::new(
+                    &r.source,
+                    field(obj, c, &format!("env {name}")),
+                    format!("only the variables {CONTRACT} gives the {role}"),
+                    format!("{name}, which the contract does not name"),
+                    format!("rename it to the contract's name, or add an [[env]] entry for {name} to {CONTRACT}"),
+                ));
+            }
+        }
+        let want = &contract.workloads[role].args;
+        if &c.args.clone().unwrap_or_default() != want {
+            drifts.push(Drift::new(
+                &r.source,
+                field(obj, c, "args"),
+                format!("{want:?}"),
+                format!("{:?}", c.args.clone().unwrap_or_default()),
+                format!("set args to {want:?}, or correct [workloads.{role}].args"),
+            ));
+        }
+    }
+    drifts
+}
+
+/// One image, one tag: every workload runs the contract's repository at the
+/// tag the worker runs.
+pub fn images(contract: &Contract, r: &Rendered) -> Vec<Drift> {
+    let mut drifts = Vec::new();
+    let found = workloads(contract, r, &mut drifts);
+    let reference = found
+        .iter()
+        .find(|(role, ..)| *role == "worker")
+        .or(found.first())
+        .and_then(|(_, o, c)| Some((o.name().to_string(), c.image.clone()?)));
+    for (_, obj, c) in &found {
+        let image = c.image.clone().unwrap_or_default();
+        let (repo, _tag) = image.rsplit_once(':').unwrap_or((&image, ""));
+        if repo != contract.image.repository {
+            drifts.push(Drift::new(
+                &r.source,
+                field(obj, c, "image"),
+                format!("{}:<tag>", contract.image.repository),
+                &image,
+                format!("set the image to {} (kustomize `images:`)", contract.image.repository),
+            ));
+        }
+        if let Some((ref_name, ref_image)) = &reference
+            && &image != ref_image
+        {
+            drifts.push(Drift::new(
+                &r.source,
+                field(obj, c, "image"),
+                format!("{ref_image} (as {ref_name} runs)"),
+                &image,
+                "give every workload the same image and tag (set it once, in the overlay's `images:`)",
+            ));
+        }
+    }
+    drifts
+}
+
+/// Timeouts: every action's timeout below the bridge proxy's limit, and a
+/// `max_seconds` in its body below the action's timeout.
+pub fn timeouts(contract: &Contract, definitions: &[Loaded]) -> Vec<Drift> {
+    let mut drifts = Vec::new();
+    let limit = contract.timeouts.bridge_proxy_limit;
+    for l in definitions {
+        let d = &l.definition;
+        let file = l.file.display().to_string();
+        if d.action.timeout >= limit {
+            drifts.push(Drift::new(
+                &file,
+                "action.timeout",
+                format!("below the bridge proxy's {limit} ({CONTRACT} timeouts.bridge_proxy_limit)"),
+                d.action.timeout.to_string(),
+                format!(
+                    "lower action.timeout below {limit}: the proxy cuts the call first and the run is recorded as a 504"
+                ),
+            ));
+        }
+        if let Some(max) = d
+            .action
+            .body
+            .as_ref()
+            .and_then(|b| b.get("max_seconds"))
+            .and_then(Value::as_f64)
+            && Duration::from_secs_f64(max.max(0.0)) >= d.action.timeout.std()
+        {
+            drifts.push(Drift::new(
+                &file,
+                "action.body.max_seconds",
+                format!("below action.timeout ({})", d.action.timeout),
+                format!("{max}"),
+                "lower max_seconds (or raise action.timeout, still below the bridge limit)",
+            ));
+        }
+    }
+    drifts
+}
+
+/// The longest a worker may need after SIGTERM: the slowest action, its
+/// preflight, and the worker's own margin.
+pub fn longest_run(definitions: &[Loaded]) -> Duration {
+    definitions
+        .iter()
+        .map(|l| {
+            let a = &l.definition.action;
+            a.timeout.std()
+                + if a.preflight.is_some() {
+                    crate::action::PREFLIGHT_TIMEOUT
+                } else {
+                    Duration::ZERO
+                }
+        })
+        .max()
+        .unwrap_or_default()
+        + WORKER_SHUTDOWN_EXTRA
+}
+
+/// The worker's grace period covers the longest run plus the contract's margin.
+pub fn grace(contract: &Contract, r: &Rendered, definitions: &[Loaded]) -> Vec<Drift> {
+    let mut drifts = Vec::new();
+    let Some(w) = contract.workloads.get("worker") else {
+        return drifts;
+    };
+    let Some(obj) = r.find(&w.kind, &w.name) else {
+        return drifts;
+    };
+    let need = longest_run(definitions) + contract.timeouts.grace_margin.std();
+    let found = obj
+        .pod_spec()
+        .and_then(|p| p.termination_grace_period_seconds)
+        .unwrap_or(30);
+    if (found as u64) < need.as_secs() {
+        drifts.push(Drift::new(
+            &r.source,
+            format!("{}/{} terminationGracePeriodSeconds", w.kind, w.name),
+            format!(
+                "at least {} (longest action with preflight {} s + margin {})",
+                need.as_secs(),
+                longest_run(definitions).as_secs(),
+                contract.timeouts.grace_margin
+            ),
+            found.to_string(),
+            format!(
+                "raise terminationGracePeriodSeconds to {} or more in k8s/base/worker.yaml",
+                need.as_secs()
+            ),
+        ));
+    }
+    drifts
+}
+
+/// The definitions volume is mounted at the contract's path in every
+/// workload (the worker, the API and the sync Job read the same files).
+pub fn mounts(contract: &Contract, r: &Rendered) -> Vec<Drift> {
+    let mut drifts = Vec::new();
+    for (role, obj, c) in workloads(contract, r, &mut drifts) {
+        let volumes = obj.pod_spec().and_then(|p| p.volumes.as_ref());
+        let defs_volume = volumes.into_iter().flatten().find(|v| {
+            v.config_map
+                .as_ref()
+                .is_some_and(|cm| cm.name.starts_with("actcore-definitions"))
+        });
+        let Some(vol) = defs_volume else {
+            drifts.push(Drift::new(
+                &r.source,
+                format!("{}/{} volumes", obj.kind(), obj.name()),
+                "a volume of the actcore-definitions ConfigMap",
+                "none",
+                "mount the definitions ConfigMap (see k8s/base/worker.yaml)",
+            ));
+            continue;
+        };
+        let mount = c.volume_mounts.iter().flatten().find(|m| m.name == vol.name);
+        let path = mount.map(|m| m.mount_path.as_str());
+        if path != Some(contract.paths.definitions.as_str()) {
+            drifts.push(Drift::new(
+                &r.source,
+                field(obj, c, &format!("volumeMounts {}", vol.name)),
+                &contract.paths.definitions,
+                path.unwrap_or("not mounted"),
+                format!(
+                    "mount the definitions at {} in the {role} as in every workload ({CONTRACT} paths.definitions)",
+                    contract.paths.definitions
+                ),
+            ));
+        }
+        if role == "worker" {
+            let writable = c
+                .volume_mounts
+                .iter()
+                .flatten()
+                .any(|m| m.mount_path == contract.paths.lock_dir && m.read_only != Some(true));
+            if !writable {
+                drifts.push(Drift::new(
+                    &r.source,
+                    field(obj, c, "volumeMounts"),
+                    format!("a writable mount at {} (paths.lock_dir)", contract.paths.lock_dir),
+                    "none",
+                    "mount an emptyDir there: the root filesystem is read-only",
+                ));
+            }
+        }
+    }
+    drifts
+}
+
+/// Probes: the workloads that serve the admin API have liveness and
+/// readiness probes on paths it serves, at its port, and liveness spans at
+/// least three of the loop's wake-ups (`reread`).
+pub fn probes(contract: &Contract, r: &Rendered, reread: Duration) -> Vec<Drift> {
+    let mut drifts = Vec::new();
+    for (role, obj, c) in workloads(contract, r, &mut drifts) {
+        if !contract.workloads[role].probes {
+            continue;
+        }
+        for (what, probe) in [
+            ("livenessProbe", &c.liveness_probe),
+            ("readinessProbe", &c.readiness_probe),
+        ] {
+            let Some(p) = probe else {
+                drifts.push(Drift::new(
+                    &r.source,
+                    field(obj, c, what),
+                    "an httpGet probe on /healthz or /readyz",
+                    "none",
+                    format!("add {what} (see k8s/base/worker.yaml)"),
+                ));
+                continue;
+            };
+            drifts.extend(probe_target(contract, r, obj, c, what, p));
+            if what == "livenessProbe" && role == "worker" {
+                let span = p.period_seconds.unwrap_or(10) as u64 * p.failure_threshold.unwrap_or(3) as u64;
+                if span < 3 * reread.as_secs() {
+                    drifts.push(Drift::new(
+                        &r.source,
+                        field(obj, c, "livenessProbe periodSeconds x failureThreshold"),
+                        format!("at least {} s (three wake-ups of the loop, --reread {} s)", 3 * reread.as_secs(), reread.as_secs()),
+                        format!("{span} s"),
+                        "raise periodSeconds or failureThreshold: a shorter span restarts a healthy worker between wake-ups",
+                    ));
+                }
+            }
+        }
+    }
+    drifts
+}
+
+fn probe_target(contract: &Contract, r: &Rendered, obj: &Object, c: &Container, what: &str, p: &Probe) -> Vec<Drift> {
+    let mut drifts = Vec::new();
+    let Some(get) = &p.http_get else {
+        drifts.push(Drift::new(
+            &r.source,
+            field(obj, c, what),
+            "an httpGet probe",
+            "another kind of probe",
+            "probe the admin API over HTTP",
+        ));
+        return drifts;
+    };
+    let path = get.path.as_deref().unwrap_or("/");
+    if !PROBE_PATHS.contains(&path) {
+        drifts.push(Drift::new(
+            &r.source,
+            field(obj, c, &format!("{what}.httpGet.path")),
+            format!("a path the admin API serves ({})", PROBE_PATHS.join(", ")),
+            path,
+            "probe /healthz (liveness) or /readyz (readiness)",
+        ));
+    }
+    let port = match &get.port {
+        IntOrString::Int(n) => Some(*n),
+        IntOrString::String(name) => c
+            .ports
+            .iter()
+            .flatten()
+            .find(|p| p.name.as_deref() == Some(name.as_str()))
+            .map(|p| p.container_port),
+    };
+    if port != Some(i32::from(contract.image.port)) {
+        drifts.push(Drift::new(
+            &r.source,
+            field(obj, c, &format!("{what}.httpGet.port")),
+            contract.image.port.to_string(),
+            port.map_or("an unknown port name".to_string(), |p| p.to_string()),
+            format!("probe the admin port {} (image.port)", contract.image.port),
+        ));
+    }
+    drifts
+}
+
+/// The Dockerfile agrees with the contract: binary path, user, exposed port,
+/// the contract file and the definitions path.
+pub fn dockerfile(contract: &Contract, text: &str) -> Vec<Drift> {
+    let mut drifts = Vec::new();
+    // The runtime stage: instructions after the last FROM.
+    let last_stage = text
+        .lines()
+        .rev()
+        .take_while(|l| !l.trim_start().to_ascii_uppercase().starts_with("FROM "))
+        .collect::<Vec<_>>();
+    let instr = |name: &str| -> Vec<String> {
+        last_stage
+            .iter()
+            .rev()
+            .filter_map(|l| {
+                let t = l.trim();
+                let (head, rest) = t.split_once(char::is_whitespace)?;
+                head.eq_ignore_ascii_case(name).then(|| rest.trim().to_string())
+            })
+            .collect()
+    };
+    let mut expect = |field: &str, ok: bool, expected: String, found: Vec<String>, fix: String| {
+        if !ok {
+            drifts.push(Drift::new(
+                "Dockerfile",
+                field,
+                expected,
+                if found.is_empty() {
+                    "none".into()
+                } else {
+                    found.join(" | ")
+                },
+                fix,
+            ));
+        }
+    };
+    let entry = instr("ENTRYPOINT");
+    expect(
+        "ENTRYPOINT",
+        entry
+            .iter()
+            .any(|e| e.contains(&format!("\"{}\"", contract.image.binary))),
+        format!("[\"{}\"]", contract.image.binary),
+        entry,
+        format!(
+            "install the binary at {} and make it the entrypoint",
+            contract.image.binary
+        ),
+    );
+    let user = instr("USER");
+    let uid = contract.image.user.to_string();
+    expect(
+        "USER",
+        user.last().is_some_and(|u| u.split(':').next() == Some(uid.as_str())),
+        uid.clone(),
+        user,
+        format!("USER {uid}:{uid} (non-root, as the manifests' runAsUser)"),
+    );
+    let expose = instr("EXPOSE");
+    let port = contract.image.port.to_string();
+    expect(
+        "EXPOSE",
+        expose
+            .iter()
+            .any(|e| e.split_whitespace().any(|p| p.trim_end_matches("/tcp") == port)),
+        port.clone(),
+        expose,
+        format!("EXPOSE {port}, the admin port"),
+    );
+    let copies = instr("COPY");
+    let copies_to = |dest: &str| {
+        copies
+            .iter()
+            .any(|c| c.trim_end_matches('/').ends_with(dest.trim_end_matches('/')))
+    };
+    let has_contract = copies_to(&contract.image.contract_path);
+    let has_defs = copies_to(&contract.paths.definitions);
+    expect(
+        "COPY (contract)",
+        has_contract,
+        format!("a COPY to {}", contract.image.contract_path),
+        copies.clone(),
+        format!("COPY k8s/contract.toml {}", contract.image.contract_path),
+    );
+    expect(
+        "COPY (definitions)",
+        has_defs,
+        format!("a COPY to {}", contract.paths.definitions),
+        copies,
+        format!("COPY definitions/ {}/", contract.paths.definitions),
+    );
+    drifts
+}
+
+/// The flagship's schedule: its definition's cron equals the contract's,
+/// and the fallback timer's `OnCalendar=` is that cron in systemd's words.
+pub fn flagship(contract: &Contract, definitions: &[Loaded], timer: Option<(&str, &str)>) -> Vec<Drift> {
+    let mut drifts = Vec::new();
+    let f = &contract.flagship;
+    let Some(l) = definitions.iter().find(|l| l.definition.slug == f.slug) else {
+        drifts.push(Drift::new(
+            "definitions/",
+            format!("slug {}", f.slug),
+            "the flagship activity",
+            "no definition with that slug",
+            format!("restore definitions/{}.toml or correct [flagship].slug", f.slug),
+        ));
+        return drifts;
+    };
+    let file = l.file.display().to_string();
+    let s = &l.definition.schedule;
+    for (key, want, found) in [
+        ("schedule.cron", &f.cron, &s.cron),
+        ("schedule.timezone", &f.timezone, &s.timezone),
+    ] {
+        if want != found {
+            drifts.push(Drift::new(
+                &file,
+                key,
+                want,
+                found,
+                format!(
+                    "change both together: the definition and {CONTRACT} [flagship] (and regenerate the fallback units)"
+                ),
+            ));
+        }
+    }
+    if let Some((timer_file, text)) = timer {
+        let on_calendar = text
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("OnCalendar="))
+            .map(str::trim);
+        match (cron_to_on_calendar(&s.cron, &s.timezone), on_calendar) {
+            (_, None) => drifts.push(Drift::new(
+                timer_file,
+                "OnCalendar",
+                format!("the schedule of {}", f.slug),
+                "none",
+                "regenerate the units with `actcore fallback units`",
+            )),
+            (Some(want), Some(found)) if want != found => drifts.push(Drift::new(
+                timer_file,
+                "OnCalendar",
+                format!("{want} (from cron {:?} in {})", s.cron, s.timezone),
+                found,
+                "regenerate the units with `actcore fallback units`",
+            )),
+            (None, Some(found)) => drifts.push(Drift::new(
+                timer_file,
+                "OnCalendar",
+                format!("a systemd calendar for cron {:?}", s.cron),
+                format!("{found} (this cron has no translation the check knows)"),
+                "keep the flagship's cron to minute/hour lists, ranges and steps",
+            )),
+            _ => {}
+        }
+    }
+    drifts
+}
+
+/// A cron (minute and hour fields: `*`, numbers, lists, ranges, `*/N`; the
+/// rest `*`) as systemd's `OnCalendar=`, e.g. `*/15 * * * *` in UTC →
+/// `*-*-* *:00/15:00 UTC`. `None` for anything else.
+pub fn cron_to_on_calendar(cron: &str, timezone: &str) -> Option<String> {
+    let f: Vec<&str> = cron.split_whitespace().collect();
+    if f.len() != 5 || f[2..].iter().any(|x| *x != "*") {
+        return None;
+    }
+    fn field(x: &str) -> Option<String> {
+        if x == "*" {
+            return Some("*".into());
+        }
+        if let Some(step) = x.strip_prefix("*/") {
+            let n: u32 = step.parse().ok()?;
+            return Some(format!("00/{n:02}"));
+        }
+        let parts: Option<Vec<String>> = x
+            .split(',')
+            .map(|p| match p.split_once('-') {
+                Some((a, b)) => Some(format!("{:02}..{:02}", a.parse::<u32>().ok()?, b.parse::<u32>().ok()?)),
+                None => Some(format!("{:02}", p.parse::<u32>().ok()?)),
+            })
+            .collect();
+        Some(parts?.join(","))
+    }
+    Some(format!("*-*-* {}:{}:00 {timezone}", field(f[1])?, field(f[0])?))
+}
+
+/// The PrometheusRule carries exactly the groups of the rules file promtool checks.
+pub fn alerts(rules_file: &str, rules: &Value, r: &Rendered) -> Vec<Drift> {
+    let mut drifts = Vec::new();
+    let Some(Object::Custom { value, name, .. }) = r.find("PrometheusRule", "actcore") else {
+        drifts.push(Drift::new(
+            &r.source,
+            "PrometheusRule/actcore",
+            format!("the groups of {rules_file}"),
+            "absent",
+            "add k8s/base/prometheusrule.yaml to the base kustomization",
+        ));
+        return drifts;
+    };
+    let rendered = value.pointer("/spec/groups");
+    if rendered != rules.get("groups") {
+        drifts.push(Drift::new(
+            &r.source,
+            format!("PrometheusRule/{name} spec.groups"),
+            format!("the groups of {rules_file}"),
+            "different rules",
+            format!("copy the groups of {rules_file} into k8s/base/prometheusrule.yaml"),
+        ));
+    }
+    drifts
+}

@@ -25,18 +25,34 @@ async fn the_runtime_role_fires_but_cannot_change_the_schema_or_the_audit_log() 
 
     let (code, _, err) = run_cli(&["migrate"], &[("DATABASE_URL", &admin)]);
     assert_eq!(code, 0, "migrate: {err}");
-    let (code, sql, err) = run_cli(&["db", "roles", "--print", "--owner", &owner, "--runtime", &runtime], &[]);
+    let (code, sql, err) = run_cli(
+        &["db", "roles", "--print", "--owner", &owner, "--runtime", &runtime],
+        &[],
+    );
     assert_eq!(code, 0, "db roles --print: {err}");
     let mut conn = sqlx::PgConnection::connect(&admin).await.unwrap();
-    sqlx::raw_sql(sqlx::AssertSqlSafe(sql.clone())).execute(&mut conn).await.unwrap();
+    sqlx::raw_sql(sqlx::AssertSqlSafe(sql.clone()))
+        .execute(&mut conn)
+        .await
+        .unwrap();
     // Idempotent: a DBA applies it again after an upgrade.
-    sqlx::raw_sql(sqlx::AssertSqlSafe(sql)).execute(&mut conn).await.unwrap();
+    sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
+        .execute(&mut conn)
+        .await
+        .unwrap();
 
     let owner_url = as_user(&admin, &owner);
     let runtime_url = as_user(&admin, &runtime);
     let dir = tempfile::tempdir().unwrap();
     let id = activity_id(900);
-    write_definition(dir.path(), "roles", id, "* * * * * *", &format!("{}/sink/roles", hub.url()), "");
+    write_definition(
+        dir.path(),
+        "roles",
+        id,
+        "* * * * * *",
+        &format!("{}/sink/roles", hub.url()),
+        "",
+    );
     // The owner migrates (nothing left to apply) and syncs, as the sync Job does.
     let (code, out, err) = run_cli(
         &["sync", "--migrate", "--definitions", dir.path().to_str().unwrap()],
@@ -53,21 +69,28 @@ async fn the_runtime_role_fires_but_cannot_change_the_schema_or_the_audit_log() 
         "roles-worker",
     );
     let mut rt = sqlx::PgConnection::connect(&runtime_url).await.unwrap();
-    let ok: i64 = eventually(Duration::from_secs(20), "two ok runs recorded by the runtime role", || {
-        let url = runtime_url.clone();
-        async move {
-            let mut c = sqlx::PgConnection::connect(&url).await.ok()?;
-            let n: i64 = sqlx::query_scalar("select count(*) from activity_runs where outcome = 'ok'")
-                .fetch_one(&mut c)
-                .await
-                .ok()?;
-            (n >= 2).then_some(n)
-        }
-    })
+    let ok: i64 = eventually(
+        Duration::from_secs(20),
+        "two ok runs recorded by the runtime role",
+        || {
+            let url = runtime_url.clone();
+            async move {
+                let mut c = sqlx::PgConnection::connect(&url).await.ok()?;
+                let n: i64 = sqlx::query_scalar("select count(*) from activity_runs where outcome = 'ok'")
+                    .fetch_one(&mut c)
+                    .await
+                    .ok()?;
+                (n >= 2).then_some(n)
+            }
+        },
+    )
     .await;
     assert!(ok >= 2);
     worker.signal(15);
-    let status = tokio::time::timeout(Duration::from_secs(20), worker.child.wait()).await.unwrap().unwrap();
+    let status = tokio::time::timeout(Duration::from_secs(20), worker.child.wait())
+        .await
+        .unwrap()
+        .unwrap();
     assert!(status.success(), "worker: {}", worker.log_text());
 
     // An event to try to delete: the runtime role may append one.
@@ -96,10 +119,12 @@ async fn the_runtime_role_fires_but_cannot_change_the_schema_or_the_audit_log() 
     }
     // The owner keeps the schema: it may alter (and the next migration will).
     let mut ow = sqlx::PgConnection::connect(&owner_url).await.unwrap();
-    sqlx::raw_sql("alter table activity_runs add column owner_may int; alter table activity_runs drop column owner_may")
-        .execute(&mut ow)
-        .await
-        .expect("the owner alters its tables");
+    sqlx::raw_sql(
+        "alter table activity_runs add column owner_may int; alter table activity_runs drop column owner_may",
+    )
+    .execute(&mut ow)
+    .await
+    .expect("the owner alters its tables");
     let events: i64 = sqlx::query_scalar("select count(*) from activity_events where kind = 'test'")
         .fetch_one(&mut rt)
         .await

@@ -235,8 +235,8 @@ fn compare(live: &Object, repo: &Rendered, source: &str) -> Vec<Drift> {
         out.push(Drift::new(
             &at,
             "terminationGracePeriodSeconds",
-            format!("{:?}", rp.termination_grace_period_seconds),
-            format!("{:?}", lp.termination_grace_period_seconds),
+            shown(rp.termination_grace_period_seconds, "30 (the default)"),
+            shown(lp.termination_grace_period_seconds, "30 (the default)"),
             fix,
         ));
     }
@@ -246,13 +246,17 @@ fn compare(live: &Object, repo: &Rendered, source: &str) -> Vec<Drift> {
             out.push(Drift::new(
                 &at,
                 "replicas",
-                format!("{:?}", replicas(r)),
-                format!("{:?}", replicas(l)),
+                shown(replicas(r), "1 (the default)"),
+                shown(replicas(l), "1 (the default)"),
                 "scale back, or change the overlay if the new count is meant",
             ));
         }
     }
     out
+}
+
+fn shown<T: ToString>(value: Option<T>, unset: &str) -> String {
+    value.map_or_else(|| unset.to_string(), |v| v.to_string())
 }
 
 /// The live definitions ConfigMap against `definitions/`.

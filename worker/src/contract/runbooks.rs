@@ -104,7 +104,8 @@ pub fn is_output(block: &Block) -> bool {
 }
 
 /// The `actcore` invocations in a shell block: continuation lines joined,
-/// comments dropped, split at pipes and `&&`/`;`, leading `VAR=value`s removed.
+/// comments dropped, split at pipes and `&&`/`;`, leading `VAR=value`s removed;
+/// an `actcore` after `--` (`kubectl exec ... -- actcore status`) counts too.
 pub fn actcore_invocations(text: &str) -> Vec<Vec<String>> {
     let joined = text.replace("\\\n", " ");
     let mut found = Vec::new();
@@ -118,14 +119,25 @@ pub fn actcore_invocations(text: &str) -> Vec<Vec<String>> {
             let part: Vec<String> = part
                 .iter()
                 .skip_while(|w| is_assignment(w) || w.as_str() == "$" || w.as_str() == "exec")
+                // A redirection ends the command's own words.
+                .take_while(|w| !is_redirection(w))
                 .cloned()
                 .collect();
-            if part.first().is_some_and(|w| w == "actcore" || w.ends_with("/actcore")) {
+            let is_actcore = |w: &String| w == "actcore" || w.ends_with("/actcore");
+            if part.first().is_some_and(is_actcore) {
                 found.push(part);
+            } else if let Some(i) = part.windows(2).position(|w| w[0] == "--" && is_actcore(&w[1])) {
+                // `kubectl exec deploy/actcore-worker -- actcore status`
+                found.push(part[i + 1..].to_vec());
             }
         }
     }
     found
+}
+
+fn is_redirection(word: &str) -> bool {
+    word.trim_start_matches(|c: char| c.is_ascii_digit() || c == '&')
+        .starts_with(['>', '<'])
 }
 
 fn is_assignment(word: &str) -> bool {

@@ -267,12 +267,14 @@ fn runbook_commands_must_exist_in_the_command_tree() {
 ```bash
 actcore schedule preview state-hub-consistency-sweep --count 4
 DATABASE_URL=x actcore --json runs --slug s --limit 5 | head
+actcore db roles --print > roles.sql 2>/dev/null
 actcore contract verify --live --namespace activity-core
 ```
 
 <!-- runbook: check -->
 ```bash
 actcore schedule peek s
+kubectl exec deploy/w -- actcore runs --slugg s
 actcore runs --slugg s
 actcore definitions
 ```
@@ -290,13 +292,15 @@ actcore status
     assert_eq!(blocks.len(), 4);
     let (drifts, pending) = runbooks::check(&blocks, &cli);
     let found: Vec<(&str, &str)> = drifts.iter().map(|d| (d.file.as_str(), d.found.as_str())).collect();
-    assert_eq!(drifts.len(), 4, "{drifts:#?}");
-    assert_eq!(found[0].0, "runbooks/t.md:9");
+    assert_eq!(drifts.len(), 5, "{drifts:#?}");
+    assert_eq!(found[0].0, "runbooks/t.md:10");
     assert!(found[0].1.contains("no subcommand `peek`"), "{found:?}");
     assert!(found[1].1.contains("no flag --slugg"), "{found:?}");
-    assert!(found[2].1.contains("needs a subcommand"), "{found:?}");
-    assert_eq!((found[3].0, drifts[3].field.as_str()), ("runbooks/t.md:20", "marker"));
-    assert_eq!(pending, ["runbooks/t.md:16 (actcore fallback run)"]);
+    assert_eq!(drifts[1].field, "actcore runs --slugg s", "after kubectl exec's --");
+    assert!(found[2].1.contains("no flag --slugg"), "{found:?}");
+    assert!(found[3].1.contains("needs a subcommand"), "{found:?}");
+    assert_eq!((found[4].0, drifts[4].field.as_str()), ("runbooks/t.md:22", "marker"));
+    assert_eq!(pending, ["runbooks/t.md:18 (actcore fallback run)"]);
 }
 
 #[test]

@@ -56,6 +56,7 @@ fn the_repository_keeps_its_contract() {
         d.extend(checks::grace(&c, &r, &defs));
         d.extend(checks::mounts(&c, &r));
         d.extend(checks::probes(&c, &r, reread()));
+        d.extend(checks::definitions_config_map(&r, &defs));
         assert!(d.is_empty(), "{overlay}: {d:#?}");
     }
     assert!(checks::timeouts(&c, &defs).is_empty());
@@ -337,4 +338,17 @@ fn the_start_up_check_names_each_missing_variable() {
         (d[0].field.as_str(), d[0].found.as_str()),
         ("ACTCORE_DEFINITIONS", "/elsewhere")
     );
+}
+
+#[test]
+fn a_definition_missing_from_the_config_map_is_drift() {
+    let r = rendered("railiance");
+    let mut defs = definitions();
+    let mut extra = defs[0].clone();
+    extra.file = extra.file.with_file_name("nightly-report.toml");
+    defs.push(extra);
+    let d = checks::definitions_config_map(&r, &defs);
+    assert_eq!(d.len(), 1, "{d:#?}");
+    assert!(d[0].field.ends_with("data nightly-report.toml"), "{:?}", d[0]);
+    assert_eq!(d[0].found, "absent");
 }

@@ -105,6 +105,7 @@ pub fn verify(
         d.extend(checks::grace(&contract, r, &definitions));
         d.extend(checks::mounts(&contract, r));
         d.extend(checks::probes(&contract, r, reread));
+        d.extend(checks::definitions_config_map(r, &definitions));
         if let Some(rules) = &rules {
             d.extend(checks::alerts(ALERT_RULES, rules, r));
         }

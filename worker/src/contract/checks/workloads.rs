@@ -345,3 +345,52 @@ fn probe_target(contract: &Contract, r: &Rendered, obj: &Object, c: &Container, 
     }
     drifts
 }
+
+/// The definitions ConfigMap carries exactly the files of `definitions/`
+/// (kustomize's `files:` list must name each one).
+pub fn definitions_config_map(r: &Rendered, definitions: &[Loaded]) -> Vec<Drift> {
+    let mut drifts = Vec::new();
+    let maps: Vec<&Object> = r
+        .objects
+        .iter()
+        .filter(|o| o.kind() == "ConfigMap" && o.name().starts_with("actcore-definitions"))
+        .collect();
+    let [Object::ConfigMap(cm)] = maps.as_slice() else {
+        drifts.push(Drift::new(
+            &r.source,
+            "ConfigMap/actcore-definitions",
+            "one ConfigMap of the definitions",
+            format!("{} of them", maps.len()),
+            "keep the configMapGenerator actcore-definitions in k8s/base/kustomization.yaml",
+        ));
+        return drifts;
+    };
+    let keys: Vec<&String> = cm.data.iter().flatten().map(|(k, _)| k).collect();
+    let files: Vec<String> = definitions
+        .iter()
+        .filter_map(|l| l.file.file_name().map(|f| f.to_string_lossy().into_owned()))
+        .collect();
+    for f in &files {
+        if !keys.contains(&f) {
+            drifts.push(Drift::new(
+                &r.source,
+                format!("ConfigMap/{} data {f}", cm.metadata.name.as_deref().unwrap_or_default()),
+                format!("definitions/{f}"),
+                "absent",
+                format!("list definitions/{f} under the actcore-definitions configMapGenerator files in k8s/base/kustomization.yaml"),
+            ));
+        }
+    }
+    for k in keys {
+        if !files.contains(k) {
+            drifts.push(Drift::new(
+                &r.source,
+                format!("ConfigMap/{} data {k}", cm.metadata.name.as_deref().unwrap_or_default()),
+                "only files of definitions/",
+                format!("{k}, which definitions/ lacks"),
+                "remove it from the configMapGenerator files in k8s/base/kustomization.yaml",
+            ));
+        }
+    }
+    drifts
+}

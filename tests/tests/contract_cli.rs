@@ -159,6 +159,7 @@ fn the_worker_with_the_contract_and_a_missing_variable_exits_78() {
         );
     }
     assert!(!err.contains("DATABASE_URL:"), "{err}");
+    assert!(!err.contains("ACTCORE_CONTRACT:"), "given by --contract: {err}");
 
     // The same contract met (its definitions path pointed here): the worker
     // goes on to its store, which is unreachable: exit 1, not 78.

@@ -254,7 +254,13 @@ pub fn describe(drifts: &[Drift]) -> String {
 /// drift rather than run half configured.
 pub fn enforce_at_startup(path: &Path, workload: &str) -> Result<()> {
     let contract = Contract::load(path)?;
-    let drifts = check_runtime(&contract, workload, &|k| std::env::var(k).ok(), &|p| p.is_dir());
+    // Given by --contract, the contract is set however ACTCORE_CONTRACT is.
+    let given = path.display().to_string();
+    let env = |k: &str| match std::env::var(k).ok() {
+        None if k == "ACTCORE_CONTRACT" => Some(given.clone()),
+        v => v,
+    };
+    let drifts = check_runtime(&contract, workload, &env, &|p| p.is_dir());
     if drifts.is_empty() {
         return Ok(());
     }

@@ -24,6 +24,7 @@ macro_rules! out {
     };
 }
 
+mod contract;
 mod definitions;
 mod fallback;
 mod history;
@@ -31,6 +32,8 @@ mod ops;
 mod run_worker;
 mod serve;
 
+pub use self::contract::{ContractCmd, DbCmd, VerifyArgs};
+use self::contract::{contract_verify, db_roles};
 use self::definitions::*;
 pub use self::fallback::FallbackCmd;
 use self::fallback::*;
@@ -101,7 +104,7 @@ pub enum Command {
     #[command(subcommand)]
     Schedule(ScheduleCmd),
     /// Run the scheduler: fire due instants, execute, record. Run 2+ replicas on Postgres.
-    Worker(WorkerArgs),
+    Worker(WorkerRunArgs),
     /// The newcomer's mode: embedded store, sync definitions/, run the
     /// worker in the foreground, and serve the status page on 127.0.0.1:8080.
     Dev(DevArgs),
@@ -133,6 +136,24 @@ Every situation and its words: docs/operations.md. The same data: GET /v1/status
     /// journal, the import into Postgres, and the units (runbooks/fallback.md).
     #[command(subcommand)]
     Fallback(FallbackCmd),
+    /// The runtime contract (k8s/contract.toml): check the deployment against it.
+    #[command(subcommand)]
+    Contract(ContractCmd),
+    /// Database administration: the least-privilege roles.
+    #[command(subcommand)]
+    Db(DbCmd),
+}
+
+/// `actcore worker`: the loop's flags, and the contract it must meet.
+#[derive(Debug, Clone, Args)]
+pub struct WorkerRunArgs {
+    #[command(flatten)]
+    pub worker: WorkerArgs,
+    /// The runtime contract to meet before starting (the image carries
+    /// /etc/actcore/contract.toml): a missing variable or definitions path
+    /// exits 78 with every problem instead of running half configured.
+    #[arg(long, env = "ACTCORE_CONTRACT")]
+    pub contract: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -309,7 +330,10 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Schedule(ScheduleCmd::Preview { slug, from, count }) => {
             preview(&g.definitions, slug, *from, *count as usize, g.json)
         }
-        Command::Worker(args) => {
+        Command::Worker(WorkerRunArgs { worker: args, contract }) => {
+            if let Some(path) = contract {
+                crate::contract::enforce_at_startup(path, "worker")?;
+            }
             let store = Store::open(g.database_url.as_deref()).await?;
             let _lock = hold_embedded_lock(&store)?;
             run_worker(store, args, WORKER_LISTEN).await
@@ -354,6 +378,12 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Status(args) => ops::status(g, args).await,
         Command::Api(args) => serve::api(g, args).await,
         Command::Fallback(cmd) => fallback(g, cmd).await,
+        Command::Contract(ContractCmd::Verify(a)) => contract_verify(g, a).await,
+        Command::Db(DbCmd::Roles {
+            print: _,
+            owner,
+            runtime,
+        }) => db_roles(g, owner, runtime),
     }
 }
 

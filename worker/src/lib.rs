@@ -18,6 +18,7 @@
 //! - [`status`]: per-activity status and the recommended action; [`ops`]: the
 //!   operator's audited overrides; [`api`]: the admin API, metrics and status page.
 //! - [`fallback`]: the emergency local fallback (one shot per timer tick, journal, import, systemd units).
+//! - [`contract`]: the runtime contract (k8s/contract.toml) and its drift checks.
 //! - [`cli`]: the commands and their output; [`telemetry`]: logs.
 
 pub mod action;
@@ -26,6 +27,7 @@ pub mod audit;
 pub mod canary;
 pub mod classify;
 pub mod cli;
+pub mod contract;
 pub mod definition;
 pub mod demo;
 pub mod duration;

@@ -10,6 +10,7 @@ mod api;
 pub mod guard;
 mod pg_listen;
 mod postgres;
+pub mod roles;
 pub mod schema;
 mod sqlite;
 pub mod time;

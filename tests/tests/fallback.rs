@@ -654,7 +654,10 @@ async fn a_paused_activity_is_left_alone_unless_forced() {
     let hub = Hub::start().await;
     let defs = definitions(&format!("{}/sink/sweep", hub.url()), DAILY, "2d");
     let (url, store) = cluster(defs.path()).await;
-    let (code, out, err) = actcore_tests::run_cli(&["pause", SLUG], &[("DATABASE_URL", url.as_str())]);
+    let (code, out, err) = actcore_tests::run_cli(
+        &["pause", SLUG, "--reason", "State Hub maintenance"],
+        &[("DATABASE_URL", url.as_str())],
+    );
     assert_eq!(code, 0, "{out}{err}");
     let p = place();
     let (code, report, err) = fallback(&["run", SLUG], defs.path(), &url, &p.journal).await;

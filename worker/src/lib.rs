@@ -33,6 +33,7 @@ pub mod demo;
 pub mod duration;
 pub mod error;
 pub mod fallback;
+pub mod guard;
 pub mod misfire;
 pub mod ops;
 pub mod run;

@@ -222,16 +222,7 @@ impl Validator<'_> {
         let overlap = match s.overlap.as_deref().unwrap_or("skip") {
             "skip" => Overlap::Skip,
             "allow" => Overlap::Allow,
-            "buffer_one" => {
-                // In the contract, not built yet: refusing it beats silently
-                // running overlapping instants the operator asked to queue.
-                self.push(
-                    "schedule.overlap",
-                    "`buffer_one` (queue one instant behind a running run) is not supported by this version",
-                    "use \"skip\" (the default: record the instant as skipped_overlap) or \"allow\" (run concurrently)",
-                );
-                Overlap::BufferOne
-            }
+            "buffer_one" => Overlap::BufferOne,
             other => {
                 self.push(
                     "schedule.overlap",

@@ -152,6 +152,7 @@ async fn import_one(store: &Store, entry: &Entry) -> Result<ImportedRun> {
                     error_message: run.error_message.clone(),
                     snapshot: run.context_snapshot.clone(),
                     finished_at,
+                    settle: None,
                 };
                 if store.finish_runs(&[finish]).await? == 1 {
                     return Ok(done(&run, Imported::ResultWritten));

@@ -17,11 +17,13 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
+use super::queue::{AdmitItem, Dequeued, Expired, Queued, Settle};
 use super::{
     Abandoned, ClaimBatch, Claimed, DefinitionsVersion, FinishRun, NewEvent, NewRun, RunFilter, RunRow, Store,
     StoredDefinition,
 };
 use crate::error::Result;
+use crate::guard::Admission;
 use crate::run::ErrorCode;
 
 /// The worker's hot path: claim, finish, leases, reap, misfires.
@@ -61,6 +63,31 @@ pub trait RunStore: Clone + Send + Sync + 'static {
     ) -> impl Future<Output = Result<u64>> + Send;
 
     fn record_events(&self, events: &[NewEvent]) -> impl Future<Output = Result<()>> + Send;
+
+    /// Decides whether won automated attempts of guarded activities may
+    /// start (circuit, churn budget), in one transaction with their guard
+    /// rows: blocked ones are recorded `skipped` with their outcome.
+    fn admit(&self, items: &[AdmitItem], now: Timestamp) -> impl Future<Output = Result<Vec<(Uuid, Admission)>>> + Send;
+
+    /// Guard updates and retries for runs that ended outside `finish_runs` (reaped).
+    fn settle(&self, items: &[Settle], now: Timestamp) -> impl Future<Output = Result<()>> + Send;
+
+    /// Claims up to `limit` queued runs due by `now` (one run, with `only`),
+    /// `FOR UPDATE SKIP LOCKED`: each runs on exactly one replica.
+    fn claim_queued(
+        &self,
+        worker_id: &str,
+        lease: SignedDuration,
+        now: Timestamp,
+        limit: i64,
+        only: Option<Uuid>,
+    ) -> impl Future<Output = Result<Vec<Dequeued>>> + Send;
+
+    /// Records the queued runs past their `expires_at` as not run (audited).
+    fn expire_queued(&self, now: Timestamp, only: Option<Uuid>) -> impl Future<Output = Result<Vec<Expired>>> + Send;
+
+    /// Queues one run and writes its audit rows, in one transaction; false if its id exists.
+    fn enqueue(&self, q: &Queued, events: &[NewEvent]) -> impl Future<Output = Result<bool>> + Send;
 }
 
 /// The definitions a worker fires, and where it resumes.
@@ -148,6 +175,33 @@ impl RunStore for Store {
             return Ok(());
         }
         backend!(self, s => s.record_events(events))
+    }
+
+    async fn admit(&self, items: &[AdmitItem], now: Timestamp) -> Result<Vec<(Uuid, Admission)>> {
+        backend!(self, s => s.admit(items, now))
+    }
+
+    async fn settle(&self, items: &[Settle], now: Timestamp) -> Result<()> {
+        backend!(self, s => s.settle(items, now))
+    }
+
+    async fn claim_queued(
+        &self,
+        worker_id: &str,
+        lease: SignedDuration,
+        now: Timestamp,
+        limit: i64,
+        only: Option<Uuid>,
+    ) -> Result<Vec<Dequeued>> {
+        backend!(self, s => s.claim_queued(worker_id, lease, now, limit, only))
+    }
+
+    async fn expire_queued(&self, now: Timestamp, only: Option<Uuid>) -> Result<Vec<Expired>> {
+        backend!(self, s => s.expire_queued(now, only))
+    }
+
+    async fn enqueue(&self, q: &Queued, events: &[NewEvent]) -> Result<bool> {
+        backend!(self, s => s.enqueue(q, events))
     }
 }
 

@@ -10,6 +10,7 @@ mod api;
 pub mod guard;
 mod pg_listen;
 mod postgres;
+pub mod queue;
 pub mod roles;
 pub mod schema;
 mod sqlite;
@@ -24,6 +25,7 @@ use uuid::Uuid;
 pub use self::api::{DefinitionSource, HistoryStore, RunStore};
 pub use self::guard::{CircuitOverride, GuardRow, GuardStore, RunQuery};
 pub use self::postgres::PgStore;
+pub use self::queue::{AdmitItem, Dequeued, Expired, Queued, Settle};
 pub use self::sqlite::SqliteStore;
 use crate::definition::{Definition, Loaded};
 use crate::error::{Error, Result};
@@ -100,6 +102,9 @@ pub struct ClaimItem {
     pub spec_hash: String,
     /// With `overlap = "skip"`: record `skipped_overlap` instead if a run is in flight.
     pub skip_if_running: bool,
+    /// With `overlap = "buffer_one"` (and `skip_if_running`): queue the
+    /// instant instead, until this time (its grace), if none is queued yet.
+    pub buffer_until: Option<Timestamp>,
     /// Written into the row's snapshot at claim time (trigger, lateness, spec hash).
     pub snapshot: serde_json::Value,
 }
@@ -139,6 +144,9 @@ pub struct FinishRun {
     /// Merged into the snapshot written at claim time.
     pub snapshot: serde_json::Value,
     pub finished_at: Timestamp,
+    /// A guarded activity's automated run: its guard update and retry are
+    /// written in the same transaction as this result.
+    pub settle: Option<Box<Settle>>,
 }
 
 /// A run whose worker was lost, marked `abandoned` by the reaper.
@@ -146,6 +154,11 @@ pub struct FinishRun {
 pub struct Abandoned {
     pub run_id: Uuid,
     pub definition_id: Uuid,
+    pub trigger: Trigger,
+    pub attempt: i32,
+    pub retry_of: Option<Uuid>,
+    pub scheduled_for: Option<Timestamp>,
+    pub finished_at: Timestamp,
 }
 
 /// An `activity_events` row to append.

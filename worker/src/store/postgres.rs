@@ -15,6 +15,7 @@ use crate::error::Result;
 
 mod definitions;
 mod guard;
+mod queue;
 mod runs;
 
 /// A pool on a Postgres database.

@@ -17,6 +17,7 @@ use crate::error::Result;
 
 mod definitions;
 mod guard;
+mod queue;
 mod runs;
 
 #[derive(Clone, Debug)]

@@ -15,24 +15,71 @@ use super::Core;
 use super::timers::Fireable;
 use crate::action::RunHeaders;
 use crate::classify::{Classification, Exchange, classify};
-use crate::run::{ErrorCode, Outcome, Source, State};
+use crate::guard::Ended;
+use crate::run::{ErrorCode, Outcome, Source, State, Trigger};
 use crate::snapshot;
-use crate::store::{FinishRun, RunStore};
+use crate::store::{FinishRun, RunStore, Settle};
 
 /// A run this worker won, to execute at its fire time.
 pub(crate) struct RunTask {
     pub run_id: Uuid,
     pub spec: Arc<Fireable>,
-    pub instant: Timestamp,
+    /// The scheduled instant (None for a manual run).
+    pub instant: Option<Timestamp>,
     /// The planned fire time (instant + jitter): the grace counts from it.
     pub fire: Timestamp,
+    pub trigger: Trigger,
+    pub source: Source,
+    pub attempt: i32,
+    /// The first run of its retry chain (None: this run is the first).
+    pub retry_of: Option<Uuid>,
+}
+
+impl RunTask {
+    /// A scheduled instant's first attempt.
+    pub fn scheduled(run_id: Uuid, spec: Arc<Fireable>, instant: Timestamp, fire: Timestamp) -> RunTask {
+        RunTask {
+            run_id,
+            spec,
+            instant: Some(instant),
+            fire,
+            trigger: Trigger::Schedule,
+            source: Source::ActivityCore,
+            attempt: 1,
+            retry_of: None,
+        }
+    }
+
+    /// The guard's part of this run's result: automated runs of a guarded
+    /// activity feed its error streak, circuit and retries (a run stopped
+    /// by a shutdown does not: the deploy is not the remote's fault).
+    fn settle(&self, f: &FinishRun) -> Option<Box<Settle>> {
+        let policy = self.spec.policy.clone();
+        if !matches!(self.trigger, Trigger::Schedule | Trigger::Retry) || f.error_code == Some(ErrorCode::Shutdown) {
+            return None;
+        }
+        Some(Box::new(Settle {
+            policy,
+            ended: Ended {
+                run_id: self.run_id,
+                trigger: self.trigger,
+                attempt: self.attempt,
+                root: self.retry_of.unwrap_or(self.run_id),
+                scheduled_for: self.instant,
+                outcome: f.outcome,
+                error_code: f.error_code,
+                finished_at: f.finished_at,
+                next_instant: self.instant.and_then(|i| self.spec.schedule.next_after(i)),
+            },
+        }))
+    }
 }
 
 /// Spawns `task` on the worker's tracker, supervised: a panic is recorded
 /// as the run's result instead of leaving its row `running`.
 pub(crate) fn spawn<S: RunStore>(core: &Arc<Core<S>>, task: RunTask) {
-    let span =
-        info_span!("run", activity = %task.spec.definition.slug, run_id = %task.run_id, scheduled_for = %task.instant);
+    let span = info_span!("run", activity = %task.spec.definition.slug, run_id = %task.run_id,
+        scheduled_for = ?task.instant, trigger = %task.trigger, attempt = task.attempt);
     core.tasks
         .spawn(supervised(core.clone(), task.run_id, execute(core.clone(), task)).instrument(span));
 }
@@ -60,6 +107,10 @@ pub(crate) async fn supervised<S: RunStore>(core: Arc<Core<S>>, run_id: Uuid, wo
 
 async fn execute<S: RunStore>(core: Arc<Core<S>>, task: RunTask) {
     let def = &task.spec.definition;
+    let done = |mut f: FinishRun| {
+        f.settle = task.settle(&f);
+        core.finish(f)
+    };
     let shutdown = || {
         not_executed(
             task.run_id,
@@ -72,7 +123,7 @@ async fn execute<S: RunStore>(core: Arc<Core<S>>, task: RunTask) {
         )
     };
     if core.stopping.is_cancelled() {
-        return core.finish(shutdown());
+        return done(shutdown());
     }
     // Re-checked here, not only when the instant came due: a claim that
     // took long must not send past the grace.
@@ -83,7 +134,7 @@ async fn execute<S: RunStore>(core: Arc<Core<S>>, task: RunTask) {
             late_ms = late.as_millis(),
             "claimed too late to send within the grace: skipped_misfire"
         );
-        return core.finish(not_executed(
+        return done(not_executed(
             task.run_id,
             State::Skipped,
             Outcome::SkippedMisfire,
@@ -94,21 +145,31 @@ async fn execute<S: RunStore>(core: Arc<Core<S>>, task: RunTask) {
         ));
     }
     let mut timing = None;
-    let (classification, snap) = match &task.spec.request {
+    // The request says who fired it: rendered again for a manual run (the
+    // prepared one carries the scheduler's source).
+    let per_source;
+    let request = match task.source {
+        Source::ActivityCore => &task.spec.request,
+        other => {
+            per_source = crate::action::prepare(&def.action, crate::template::source_lookup(other));
+            &per_source
+        }
+    };
+    let (classification, snap) = match request {
         Ok(req) => {
             let headers = RunHeaders {
                 run_id: task.run_id,
-                scheduled_for: Some(task.instant),
-                source: Source::ActivityCore,
+                scheduled_for: task.instant,
+                source: task.source,
             };
             // A run waiting for a request slot when the worker stops never starts.
             let _slot = tokio::select! {
                 biased;
-                _ = core.stopping.cancelled() => return core.finish(shutdown()),
+                _ = core.stopping.cancelled() => return done(shutdown()),
                 slot = core.request_slots.acquire() => slot.ok(),
             };
             if core.stopping.is_cancelled() {
-                return core.finish(shutdown());
+                return done(shutdown());
             }
             let sent_at = core.clock.now();
             // Boxed: a task waiting for a slot then holds a pointer, not the
@@ -145,7 +206,7 @@ async fn execute<S: RunStore>(core: Arc<Core<S>>, task: RunTask) {
         }
         _ => info!(outcome = %finish.outcome, assessment_failures = finish.assessment_failures, "run finished"),
     }
-    core.finish(finish);
+    done(finish);
 }
 
 /// The result of an executed run, made storable (see [`snapshot::make_storable`]).
@@ -165,10 +226,11 @@ pub(crate) fn finish_of(run_id: Uuid, c: Classification, mut snapshot: serde_jso
         error_message,
         snapshot,
         finished_at: now,
+        settle: None,
     }
 }
 
-fn not_executed(
+pub(crate) fn not_executed(
     run_id: Uuid,
     state: State,
     outcome: Outcome,
@@ -187,5 +249,6 @@ fn not_executed(
         error_message: Some(message),
         snapshot: snapshot::not_executed(reason),
         finished_at: now,
+        settle: None,
     }
 }

@@ -20,9 +20,10 @@ use super::retry::Backoff;
 use super::timers::{Due, Timers};
 use crate::definition::Overlap;
 use crate::misfire::{self, MissedRange};
-use crate::run::State;
+use crate::guard::Admission;
+use crate::run::{Outcome, State};
 use crate::snapshot::{self, MisfireReason};
-use crate::store::{ClaimBatch, ClaimItem, Claimed, RunStore};
+use crate::store::{AdmitItem, ClaimBatch, ClaimItem, Claimed, RunStore};
 
 /// The first claim statement of an instant is small so that, when claims
 /// run late, its runs start at once; the next ones double (fewer
@@ -144,7 +145,8 @@ fn claim_items(instant: Timestamp, chunk: &[Due]) -> Vec<ClaimItem> {
             run_id: Uuid::now_v7(),
             definition_id: d.spec.definition.id,
             spec_hash: d.spec.spec_hash.clone(),
-            skip_if_running: d.spec.definition.schedule.overlap == Overlap::Skip,
+            skip_if_running: d.spec.definition.schedule.overlap != Overlap::Allow,
+            buffer_until: (d.spec.definition.schedule.overlap == Overlap::BufferOne).then(|| d.fire + d.spec.grace()),
             snapshot: snapshot::claimed(
                 &d.spec.spec_hash,
                 &scheduled_for,
@@ -230,7 +232,8 @@ async fn claim_with_retry<S: RunStore>(
     }
 }
 
-/// Hands the chunk's winners to execution at the group's release time.
+/// Hands the chunk's winners to execution at the group's release time,
+/// after the guard admitted those of guarded activities.
 fn release<S: RunStore>(core: &Arc<Core<S>>, group: &Group, chunk: &[Due], claimed: Vec<Claimed>) {
     debug!(instant = %group.instant, due = chunk.len(), won = claimed.len(), "claimed");
     let by_id: std::collections::HashMap<Uuid, &Due> = chunk.iter().map(|d| (d.spec.definition.id, d)).collect();
@@ -238,15 +241,13 @@ fn release<S: RunStore>(core: &Arc<Core<S>>, group: &Group, chunk: &[Due], claim
     for c in claimed {
         let Some(d) = by_id.get(&c.definition_id) else { continue };
         match c.state {
-            State::Running => won.push(RunTask {
-                run_id: c.run_id,
-                spec: d.spec.clone(),
-                instant: group.instant,
-                fire: d.fire,
-            }),
+            State::Running => won.push(RunTask::scheduled(c.run_id, d.spec.clone(), group.instant, d.fire)),
             State::Skipped => {
                 crate::api::metrics::instant_skipped(&d.spec.definition.slug, crate::api::metrics::SkipReason::Overlap);
                 info!(activity = %d.spec.definition.slug, scheduled_for = %group.instant, "previous run still running: skipped_overlap")
+            }
+            State::Queued => {
+                info!(activity = %d.spec.definition.slug, scheduled_for = %group.instant, "previous run still running: buffered until it ends (buffer_one)")
             }
             other => {
                 warn!(activity = %d.spec.definition.slug, state = %other, "an adopted claim was already ended; not executing it")
@@ -258,18 +259,68 @@ fn release<S: RunStore>(core: &Arc<Core<S>>, group: &Group, chunk: &[Due], claim
     }
     // Counted as owned from the claim: the lease keeper and the drain see them.
     core.owned.claimed(won.iter().map(|t| (t.run_id, t.spec.definition.id)));
-    if core.clock.now() >= group.release_at {
-        for t in won {
-            execute::spawn(core, t);
-        }
-        return;
-    }
     let at = group.release_at;
     let core2 = core.clone();
     core.tasks.spawn(async move {
+        let won = admit(&core2, won, at).await;
         core2.clock.sleep_until(at).await;
         for t in won {
             execute::spawn(&core2, t);
         }
     });
+}
+
+/// The won runs the guard lets start: those of guarded activities go
+/// through `admit` (circuit, churn budget); blocked ones are recorded by it
+/// and released here. If the guard's state cannot be read within the
+/// grace, the runs start unguarded (a database that is away cannot record
+/// their results either; the lease and reaper cover them).
+pub(crate) async fn admit<S: RunStore>(core: &Arc<Core<S>>, won: Vec<RunTask>, fire: Timestamp) -> Vec<RunTask> {
+    let items: Vec<AdmitItem> = won
+        .iter()
+        .map(|t| AdmitItem {
+            run_id: t.run_id,
+            policy: t.spec.policy.clone(),
+        })
+        .collect();
+    if items.is_empty() {
+        return won;
+    }
+    let grace = won.iter().map(|t| t.spec.grace()).min().unwrap_or_default().min(CLAIM_RETRY_WITHIN);
+    let mut backoff = Backoff::new(SignedDuration::from_millis(50), SignedDuration::from_secs(1));
+    let decided = loop {
+        match core.store.admit(&items, core.clock.now()).await {
+            Ok(d) => break d,
+            Err(e) if core.clock.now() + backoff.peek() < fire + grace && !core.stopping.is_cancelled() => {
+                warn!(error = %e, runs = items.len(), "could not read the guard state; retrying");
+                core.clock.sleep(backoff.step()).await;
+            }
+            Err(e) => {
+                error!(error = %e, runs = items.len(), "guard state unavailable within the grace; starting these runs unguarded");
+                return won;
+            }
+        }
+    };
+    let blocked: std::collections::HashMap<Uuid, Outcome> = decided
+        .into_iter()
+        .filter_map(|(id, a)| match a {
+            Admission::Blocked(o) => Some((id, o)),
+            _ => None,
+        })
+        .collect();
+    if blocked.is_empty() {
+        return won;
+    }
+    let (mut run, mut not) = (Vec::with_capacity(won.len()), Vec::new());
+    for t in won {
+        match blocked.get(&t.run_id) {
+            Some(o) => {
+                crate::api::metrics::run_finished(&t.spec.definition.slug, *o, None, None);
+                not.push(t.run_id);
+            }
+            None => run.push(t),
+        }
+    }
+    core.owned.released(not);
+    run
 }

@@ -18,7 +18,9 @@ use uuid::Uuid;
 
 use super::Core;
 use crate::error::Result;
-use crate::store::RunStore;
+use crate::guard::Ended;
+use crate::run::{ErrorCode, Outcome, Trigger};
+use crate::store::{Abandoned, RunStore, Settle};
 
 #[derive(Default)]
 struct Runs {
@@ -129,9 +131,40 @@ pub(super) async fn renew_and_reap<S: RunStore>(core: &Core<S>) {
             warn!(
                 runs = lost.len(),
                 "runs whose worker stopped renewing their lease marked abandoned (worker_lost)"
-            )
+            );
+            settle_lost(core, &lost).await;
         }
         Ok(_) => {}
         Err(e) => warn!(error = %e, "could not reap expired leases"),
+    }
+}
+
+/// A lost run of a guarded activity feeds its error streak and retry
+/// policy like any automation error (`worker_lost` is retryable).
+async fn settle_lost<S: RunStore>(core: &Core<S>, lost: &[Abandoned]) {
+    let specs = core.specs();
+    let items: Vec<Settle> = lost
+        .iter()
+        .filter(|a| matches!(a.trigger, Trigger::Schedule | Trigger::Retry))
+        .filter_map(|a| {
+            let (spec, _) = specs.get(&a.definition_id)?;
+            Some(Settle {
+                policy: spec.policy.clone(),
+                ended: Ended {
+                    run_id: a.run_id,
+                    trigger: a.trigger,
+                    attempt: a.attempt,
+                    root: a.retry_of.unwrap_or(a.run_id),
+                    scheduled_for: a.scheduled_for,
+                    outcome: Outcome::AutomationError,
+                    error_code: Some(ErrorCode::WorkerLost),
+                    finished_at: a.finished_at,
+                    next_instant: a.scheduled_for.and_then(|i| spec.schedule.next_after(i)),
+                },
+            })
+        })
+        .collect();
+    if let Err(e) = core.store.settle(&items, core.clock.now()).await {
+        warn!(error = %e, runs = items.len(), "could not apply the retry policy to lost runs; they stay recorded as worker_lost");
     }
 }

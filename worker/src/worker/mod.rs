@@ -11,6 +11,7 @@
 //! - [`recorder`]: results to rows, through outages and unstorable bodies.
 //! - [`ledger`]: instants not fired (misfires, lost claims) to rows.
 //! - [`leases`]: the runs this process owns, and their leases.
+//! - [`queue`]: retries, manual triggers and buffered instants, from the durable queue.
 //! - [`clock`]: the injectable clock that lets tests skip the waiting.
 
 pub mod clock;
@@ -18,6 +19,7 @@ pub(crate) mod execute;
 mod fire;
 mod leases;
 mod ledger;
+mod queue;
 mod recorder;
 mod retry;
 mod timers;
@@ -43,7 +45,7 @@ pub use self::clock::Clock;
 use self::leases::Owned;
 use self::ledger::{Ledger, Unfired};
 use self::recorder::Recorder;
-use self::timers::{Timers, reconcile};
+use self::timers::{Specs, Timers, reconcile};
 use crate::action::HttpExecutor;
 use crate::error::{Error, Result};
 use crate::run::ErrorCode;
@@ -88,6 +90,8 @@ pub(crate) struct Core<S> {
     stopping: CancellationToken,
     /// The shutdown grace is over: runs still executing are dropped.
     hard_stop: CancellationToken,
+    /// Every loaded activity's spec, for runs that come from the queue or the reaper.
+    specs: std::sync::RwLock<Arc<Specs>>,
 }
 
 /// The receiving ends that the recorder and the ledger take.
@@ -112,6 +116,7 @@ impl<S: RunStore> Core<S> {
             tasks: TaskTracker::new(),
             stopping: CancellationToken::new(),
             hard_stop: CancellationToken::new(),
+            specs: Default::default(),
         });
         (
             core,
@@ -120,6 +125,15 @@ impl<S: RunStore> Core<S> {
                 unfired: unfired_rx,
             },
         )
+    }
+
+    fn specs(&self) -> Arc<Specs> {
+        self.specs.read().expect("specs lock").clone()
+    }
+
+    /// Publishes the timers' specs after a (re)load.
+    fn set_specs(&self, timers: &Timers) {
+        *self.specs.write().expect("specs lock") = Arc::new(timers.specs());
     }
 
     fn lease(&self) -> SignedDuration {
@@ -203,6 +217,8 @@ pub async fn run_with<S: RunStore + DefinitionSource>(
             return Err(e);
         }
     };
+    core.set_specs(&timers);
+    services.spawn("the queue", queue::run(core.clone(), background.clone()));
     let mut reread = tokio::time::interval(config.reread);
     reread.tick().await;
     let mut failure = None;
@@ -242,11 +258,14 @@ pub async fn run_with<S: RunStore + DefinitionSource>(
             _ = clock.sleep_until(wake_at) => {}
             _ = wake.notified() => {
                 reload(&core.store, &mut timers, &mut version, clock.now(), true).await;
+                core.set_specs(&timers);
                 lead = None;
                 continue;
             }
             _ = reread.tick() => {
-                reload(&core.store, &mut timers, &mut version, clock.now(), false).await;
+                if reload(&core.store, &mut timers, &mut version, clock.now(), false).await {
+                    core.set_specs(&timers);
+                }
                 lead = None;
                 continue;
             }
@@ -339,7 +358,7 @@ async fn reload<S: DefinitionSource>(
     version: &mut DefinitionsVersion,
     now: Timestamp,
     notified: bool,
-) {
+) -> bool {
     let result = async {
         let v = store.definitions_version().await?;
         if !notified && v == *version {
@@ -352,9 +371,15 @@ async fn reload<S: DefinitionSource>(
     }
     .await;
     match result {
-        Ok(true) => debug!(activities = timers.len(), "definitions reloaded"),
-        Ok(false) => {}
-        Err(e) => warn!(error = %e, "could not re-read definitions; keeping the current ones"),
+        Ok(true) => {
+            debug!(activities = timers.len(), "definitions reloaded");
+            true
+        }
+        Ok(false) => false,
+        Err(e) => {
+            warn!(error = %e, "could not re-read definitions; keeping the current ones");
+            false
+        }
     }
 }
 

@@ -27,6 +27,9 @@ pub(crate) struct Fireable {
     pub schedule: Arc<Schedule>,
     /// The request with `${VAR}`s resolved, or why it cannot be built.
     pub request: Result<PreparedRequest, String>,
+    /// Its `[retry]`/`[guard]`: its automated runs are admitted and settled
+    /// in the guard's transactions.
+    pub policy: Arc<crate::guard::Policy>,
     /// The latest instant taken off the timers (Unix ms): a claim still
     /// retrying for an older one is superseded by it.
     latest_planned: AtomicI64,
@@ -49,11 +52,13 @@ impl Fireable {
             }
         };
         let request = crate::action::prepare(&definition.action, template::worker_lookup);
+        let policy = Arc::new(crate::guard::Policy::of(&definition, &schedule, jiff::Timestamp::now()));
         Ok(Fireable {
             definition,
             spec_hash,
             schedule,
             request,
+            policy,
             latest_planned: AtomicI64::new(i64::MIN),
         })
     }
@@ -126,11 +131,23 @@ impl std::fmt::Debug for Due {
 pub(crate) struct Timers {
     activities: HashMap<Uuid, Activity>,
     queue: BTreeSet<(Timestamp, Uuid)>,
+    /// Paused activities: not firing, but a forced manual run may still execute them.
+    idle: HashMap<Uuid, Arc<Fireable>>,
 }
+
+/// Every loaded activity's spec, with whether it fires on schedule (false: paused).
+pub(crate) type Specs = HashMap<Uuid, (Arc<Fireable>, bool)>;
 
 impl Timers {
     pub fn len(&self) -> usize {
         self.activities.len()
+    }
+
+    /// The specs the queue executes: the firing ones and the paused ones.
+    pub fn specs(&self) -> Specs {
+        let mut out: Specs = self.idle.iter().map(|(id, s)| (*id, (s.clone(), false))).collect();
+        out.extend(self.activities.iter().map(|(id, a)| (*id, (a.spec.clone(), true))));
+        out
     }
 
     /// Arms `id` for its first instant strictly after `after`.
@@ -244,8 +261,17 @@ pub(crate) fn reconcile(
             ((s.cron.clone(), s.timezone.clone()), a.spec.schedule.clone())
         })
         .collect();
-    for d in stored.into_iter().filter(|d| d.is_active()) {
+    timers.idle.clear();
+    for d in stored {
         let id = d.definition.id;
+        if !d.is_active() {
+            if d.enabled && d.retired_at.is_none() {
+                if let Ok(spec) = Fireable::new(d, &mut schedules) {
+                    timers.idle.insert(id, Arc::new(spec));
+                }
+            }
+            continue;
+        }
         live.insert(id);
         if timers
             .activities

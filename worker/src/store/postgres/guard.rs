@@ -15,7 +15,7 @@ use crate::store::guard::{
 };
 use crate::store::{NOTIFY_CHANNEL, RunRow};
 
-fn guard_row(r: &PgRow) -> std::result::Result<GuardRow, sqlx::Error> {
+pub(super) fn guard_row(r: &PgRow) -> std::result::Result<GuardRow, sqlx::Error> {
     let opt = |col: &str| -> std::result::Result<Option<Timestamp>, sqlx::Error> {
         Ok(r.try_get::<Option<SqlTs>, _>(col)?.map(SqlTs::to_jiff))
     };

@@ -34,21 +34,30 @@ impl PgStore {
         // second half adopts rows a previous attempt with the same run ids
         // committed (its reply was lost): the statement's snapshot predates
         // its own insert, so it returns exactly those.
+        let buffers: Vec<Option<SqlTs>> = b.items.iter().map(|i| opt_ts(i.buffer_until)).collect();
+        // `overlap = "buffer_one"`: an instant due while a run is in flight is
+        // queued (one at most) until the run ends or its grace passes.
         let rows = sqlx::query(
-            "with u as (select * from unnest($1::uuid[], $2::uuid[], $3::text[], $4::bool[], $5::jsonb[])
-                        as u(run_id, definition_id, hash, skip, snap)),
+            "with u as (select * from unnest($1::uuid[], $2::uuid[], $3::text[], $4::bool[], $5::jsonb[], $11::timestamptz[])
+                        as u(run_id, definition_id, hash, skip, snap, buffer)),
              ins as (
                insert into activity_runs (run_id, definition_id, fired_at, scheduled_for, trigger, source, attempt, state, outcome,
-                   worker_id, lease_expires_at, started_at, finished_at, context_snapshot, spec_hash)
+                   worker_id, lease_expires_at, started_at, finished_at, context_snapshot, spec_hash, not_before, expires_at)
                select u.run_id, u.definition_id, $6, $7, 'schedule', 'activity-core', 1,
-                      case when busy.yes then 'skipped' else 'running' end,
-                      case when busy.yes then 'skipped_overlap' end,
-                      $8, case when busy.yes then null else now() + $9 * interval '1 millisecond' end, $6,
-                      case when busy.yes then $6 end, u.snap, u.hash
+                      case when not busy.yes then 'running' when queue.yes then 'queued' else 'skipped' end,
+                      case when busy.yes and not queue.yes then 'skipped_overlap' end,
+                      $8,
+                      case when busy.yes then null else now() + $9 * interval '1 millisecond' end,
+                      case when busy.yes then null else $6 end,
+                      case when busy.yes and not queue.yes then $6 end, u.snap, u.hash,
+                      case when queue.yes then $6 end, case when queue.yes then u.buffer end
                from u
-               left join lateral (select true as yes from activity_runs r
+               cross join lateral (select exists (select 1 from activity_runs r
                                   where u.skip and r.definition_id = u.definition_id and r.state = 'running'
-                                    and r.run_id <> all($10::uuid[]) limit 1) busy on true
+                                    and r.run_id <> all($10::uuid[])) as yes) busy
+               cross join lateral (select u.buffer is not null and not exists (select 1 from activity_runs r
+                                  where r.definition_id = u.definition_id and r.state = 'queued' and r.trigger = 'schedule')
+                                  as yes) queue
                order by u.definition_id
                on conflict do nothing
                returning run_id, definition_id, state)
@@ -67,6 +76,7 @@ impl PgStore {
         .bind(b.worker_id)
         .bind(millis(b.lease))
         .bind(b.finished_unwritten)
+        .bind(&buffers)
         .fetch_all(&self.pool)
         .await?;
         rows.into_iter()
@@ -81,39 +91,7 @@ impl PgStore {
     }
 
     pub async fn insert_run(&self, run: &NewRun) -> Result<bool> {
-        let n = sqlx::query(
-            "insert into activity_runs (run_id, definition_id, fired_at, scheduled_for, trigger, source, attempt, state, outcome,
-                 automation_error, assessment_failures, error_code, error_message, context_snapshot, worker_id,
-                 lease_expires_at, started_at, finished_at, spec_hash, retry_of, actor, duplicate_of)
-             values ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16,$17,$18,$19,$20,$21,$22)
-             on conflict do nothing",
-        )
-        .bind(run.run_id)
-        .bind(run.definition_id)
-        .bind(ts(run.fired_at))
-        .bind(opt_ts(run.scheduled_for))
-        .bind(run.trigger.as_str())
-        .bind(run.source.as_str())
-        .bind(run.attempt)
-        .bind(run.state.as_str())
-        .bind(run.outcome.map(|o| o.as_str()))
-        .bind(run.automation_error)
-        .bind(run.assessment_failures)
-        .bind(run.error_code.map(|c| c.as_str()))
-        .bind(run.error_message.as_deref())
-        .bind(sqlx::types::Json(&run.context_snapshot))
-        .bind(run.worker_id.as_deref())
-        .bind(opt_ts(run.lease_expires_at))
-        .bind(opt_ts(run.started_at))
-        .bind(opt_ts(run.finished_at))
-        .bind(run.spec_hash.as_deref())
-        .bind(run.retry_of)
-        .bind(run.actor.as_deref())
-        .bind(run.duplicate_of)
-        .execute(&self.pool)
-        .await?
-        .rows_affected();
-        Ok(n == 1)
+        super::queue::insert_row(&self.pool, run, None).await
     }
 
     pub async fn finish_runs(&self, runs: &[FinishRun]) -> Result<u64> {
@@ -143,13 +121,15 @@ impl PgStore {
             snaps.push(sqlx::types::Json(&r.snapshot));
             fins.push(ts(r.finished_at));
         }
-        let done = sqlx::query(
+        let settles: Vec<&crate::store::Settle> = runs.iter().filter_map(|r| r.settle.as_deref()).collect();
+        let query = sqlx::query(
             "update activity_runs r set state = u.state, outcome = u.outcome, automation_error = u.auto,
                  assessment_failures = u.count, error_code = u.code, error_message = u.msg,
                  context_snapshot = r.context_snapshot || u.snap, finished_at = u.fin, lease_expires_at = null
              from unnest($1::uuid[], $2::text[], $3::text[], $4::bool[], $5::int[], $6::text[], $7::text[], $8::jsonb[], $9::timestamptz[])
                   as u(run_id, state, outcome, auto, count, code, msg, snap, fin)
-             where r.run_id = u.run_id and r.state = 'running'",
+             where r.run_id = u.run_id and r.state = 'running'
+             returning r.run_id",
         )
         .bind(&ids)
         .bind(&states)
@@ -159,11 +139,28 @@ impl PgStore {
         .bind(&codes)
         .bind(&msgs)
         .bind(&snaps)
-        .bind(&fins)
-        .execute(&self.pool)
-        .await?
-        .rows_affected();
-        Ok(done)
+        .bind(&fins);
+        if settles.is_empty() {
+            return Ok(query.execute(&self.pool).await?.rows_affected());
+        }
+        let mut tx = self.pool.begin().await?;
+        let done = query.fetch_all(&mut *tx).await?;
+        // Only the rows this statement ended feed the guard (a reaped run was settled by its reaper).
+        let ended: std::collections::HashSet<Uuid> = done.iter().map(|r| r.get("run_id")).collect();
+        let settles: Vec<&crate::store::Settle> =
+            settles.into_iter().filter(|s| ended.contains(&s.ended.run_id)).collect();
+        let plan = match settles.is_empty() {
+            true => None,
+            false => {
+                let now = settles.iter().map(|s| s.ended.finished_at).max().unwrap_or_else(Timestamp::now);
+                Some(super::queue::settle_in(&mut tx, &settles, now).await?)
+            }
+        };
+        tx.commit().await?;
+        if let Some(p) = plan {
+            p.log();
+        }
+        Ok(ended.len() as u64)
     }
 
     pub async fn renew_leases(&self, run_ids: &[Uuid], lease: SignedDuration, within: SignedDuration) -> Result<u64> {
@@ -186,7 +183,7 @@ impl PgStore {
                  error_code = 'worker_lost', finished_at = now(), lease_expires_at = null,
                  error_message = 'worker ' || coalesce(worker_id, '?') || ' stopped renewing its lease'
              where state = 'running' and lease_expires_at < now()
-             returning run_id, definition_id, worker_id, finished_at",
+             returning run_id, definition_id, worker_id, finished_at, trigger, attempt, retry_of, scheduled_for",
         )
         .fetch_all(&mut *tx)
         .await?;
@@ -196,9 +193,14 @@ impl PgStore {
             let a = Abandoned {
                 run_id: r.try_get("run_id")?,
                 definition_id: r.try_get("definition_id")?,
+                trigger: r.try_get::<&str, _>("trigger")?.parse().map_err(|e: String| Error::Db(sqlx::Error::Decode(e.into())))?,
+                attempt: r.try_get("attempt")?,
+                retry_of: r.try_get("retry_of")?,
+                scheduled_for: r.try_get::<Option<SqlTs>, _>("scheduled_for")?.map(SqlTs::to_jiff),
+                finished_at: r.try_get::<SqlTs, _>("finished_at")?.to_jiff(),
             };
             events.push(NewEvent {
-                at: r.try_get::<SqlTs, _>("finished_at")?.to_jiff(),
+                at: a.finished_at,
                 definition_id: Some(a.definition_id),
                 run_id: Some(a.run_id),
                 kind: "run_abandoned".into(),

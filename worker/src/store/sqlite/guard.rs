@@ -18,7 +18,7 @@ fn ids_json(ids: &[Uuid]) -> String {
     serde_json::to_string(&ids.iter().map(Uuid::to_string).collect::<Vec<_>>()).unwrap_or_else(|_| "[]".into())
 }
 
-fn guard_row(r: &SqliteRow) -> std::result::Result<GuardRow, sqlx::Error> {
+pub(super) fn guard_row(r: &SqliteRow) -> std::result::Result<GuardRow, sqlx::Error> {
     Ok(GuardRow {
         definition_id: uuid_of(r, "definition_id")?,
         consecutive_errors: r.try_get("consecutive_errors")?,

@@ -53,11 +53,28 @@ impl SqliteStore {
                 .await?;
                 busy = running.iter().any(|r| !finished.contains(r));
             }
-            let state = if busy { State::Skipped } else { State::Running };
+            // `overlap = "buffer_one"`: queue it, one at most, until its grace passes.
+            let mut queue = false;
+            if busy && i.buffer_until.is_some() {
+                let waiting: Option<String> = sqlx::query_scalar(
+                    "select run_id from activity_runs where definition_id = ?1 and state = 'queued' and trigger = 'schedule' limit 1",
+                )
+                .bind(&def)
+                .fetch_optional(&mut *tx)
+                .await?;
+                queue = waiting.is_none();
+            }
+            let state = match (busy, queue) {
+                (false, _) => State::Running,
+                (true, true) => State::Queued,
+                (true, false) => State::Skipped,
+            };
+            let skipped = state == State::Skipped;
             let inserted = sqlx::query(
                 "insert into activity_runs (run_id, definition_id, fired_at, scheduled_for, trigger, source, attempt, state,
-                     outcome, worker_id, lease_expires_at, started_at, finished_at, context_snapshot, spec_hash)
-                 values (?1, ?2, ?3, ?4, 'schedule', 'activity-core', 1, ?5, ?6, ?7, ?8, ?3, ?9, ?10, ?11)
+                     outcome, worker_id, lease_expires_at, started_at, finished_at, context_snapshot, spec_hash,
+                     not_before, expires_at)
+                 values (?1, ?2, ?3, ?4, 'schedule', 'activity-core', 1, ?5, ?6, ?7, ?8, ?12, ?9, ?10, ?11, ?13, ?14)
                  on conflict do nothing",
             )
             .bind(&run_id)
@@ -65,12 +82,15 @@ impl SqliteStore {
             .bind(&fired)
             .bind(&scheduled)
             .bind(state.as_str())
-            .bind(busy.then_some("skipped_overlap"))
+            .bind(skipped.then_some("skipped_overlap"))
             .bind(b.worker_id)
             .bind((!busy).then_some(lease.as_str()))
-            .bind(busy.then_some(fired.as_str()))
+            .bind(skipped.then_some(fired.as_str()))
             .bind(i.snapshot.to_string())
             .bind(&i.spec_hash)
+            .bind((!queue).then_some(fired.as_str()))
+            .bind(queue.then_some(fired.as_str()))
+            .bind(i.buffer_until.filter(|_| queue).map(to_text))
             .execute(&mut *tx)
             .await?
             .rows_affected();
@@ -87,45 +107,15 @@ impl SqliteStore {
     }
 
     pub async fn insert_run(&self, run: &NewRun) -> Result<bool> {
-        let n = sqlx::query(
-            "insert into activity_runs (run_id, definition_id, fired_at, scheduled_for, trigger, source, attempt, state, outcome,
-                 automation_error, assessment_failures, error_code, error_message, context_snapshot, worker_id,
-                 lease_expires_at, started_at, finished_at, spec_hash, retry_of, actor, duplicate_of)
-             values (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,?16,?17,?18,?19,?20,?21,?22)
-             on conflict do nothing",
-        )
-        .bind(run.run_id.to_string())
-        .bind(run.definition_id.to_string())
-        .bind(to_text(run.fired_at))
-        .bind(run.scheduled_for.map(to_text))
-        .bind(run.trigger.as_str())
-        .bind(run.source.as_str())
-        .bind(run.attempt)
-        .bind(run.state.as_str())
-        .bind(run.outcome.map(|o| o.as_str()))
-        .bind(run.automation_error)
-        .bind(run.assessment_failures)
-        .bind(run.error_code.map(|c| c.as_str()))
-        .bind(run.error_message.as_deref())
-        .bind(run.context_snapshot.to_string())
-        .bind(run.worker_id.as_deref())
-        .bind(run.lease_expires_at.map(to_text))
-        .bind(run.started_at.map(to_text))
-        .bind(run.finished_at.map(to_text))
-        .bind(run.spec_hash.as_deref())
-        .bind(run.retry_of.map(|u| u.to_string()))
-        .bind(run.actor.as_deref())
-        .bind(run.duplicate_of.map(|u| u.to_string()))
-        .execute(&self.pool)
-        .await?
-        .rows_affected();
-        Ok(n == 1)
+        let mut conn = self.pool.acquire().await?;
+        super::queue::insert_row(&mut conn, run, None).await
     }
 
     pub async fn finish_runs(&self, runs: &[FinishRun]) -> Result<u64> {
         // Immediate: this reads before it writes (see `claim`).
         let mut tx = self.pool.begin_with("begin immediate").await?;
         let mut done = 0;
+        let mut settles = Vec::new();
         for r in runs {
             let id = r.run_id.to_string();
             let current: Option<String> = sqlx::query_scalar(
@@ -160,8 +150,19 @@ impl SqliteStore {
             .execute(&mut *tx)
             .await?
             .rows_affected();
+            settles.extend(r.settle.as_deref());
         }
+        let plan = match settles.is_empty() {
+            true => None,
+            false => {
+                let now = settles.iter().map(|s| s.ended.finished_at).max().unwrap_or_else(Timestamp::now);
+                Some(super::queue::settle_in(&mut tx, &settles, now).await?)
+            }
+        };
         tx.commit().await?;
+        if let Some(p) = plan {
+            p.log();
+        }
         Ok(done)
     }
 
@@ -194,7 +195,7 @@ impl SqliteStore {
                  error_code = 'worker_lost', finished_at = ?1, lease_expires_at = null,
                  error_message = 'worker ' || coalesce(worker_id, '?') || ' stopped renewing its lease'
              where state = 'running' and lease_expires_at < ?1
-             returning run_id, definition_id, worker_id",
+             returning run_id, definition_id, worker_id, trigger, attempt, retry_of, scheduled_for",
         )
         .bind(to_text(now))
         .fetch_all(&mut *tx)
@@ -204,6 +205,17 @@ impl SqliteStore {
             let a = Abandoned {
                 run_id: uuid_of(r, "run_id")?,
                 definition_id: uuid_of(r, "definition_id")?,
+                trigger: r
+                    .try_get::<String, _>("trigger")?
+                    .parse()
+                    .map_err(|e: String| sqlx::Error::Decode(e.into()))?,
+                attempt: r.try_get("attempt")?,
+                retry_of: r
+                    .try_get::<Option<String>, _>("retry_of")?
+                    .map(|s| Uuid::parse_str(&s).map_err(|e| sqlx::Error::Decode(Box::new(e))))
+                    .transpose()?,
+                scheduled_for: opt_ts_of(r, "scheduled_for")?,
+                finished_at: now,
             };
             let worker: Option<String> = r.try_get("worker_id")?;
             let e = NewEvent {

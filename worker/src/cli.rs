@@ -31,6 +31,7 @@ mod history;
 mod ops;
 mod run_worker;
 mod serve;
+mod trigger;
 
 pub use self::contract::{ContractCmd, DbCmd, VerifyArgs};
 use self::contract::{contract_verify, db_roles};
@@ -42,6 +43,7 @@ pub use self::ops::{CircuitCmd, OverrideArgs, StatusArgs};
 use self::run_worker::*;
 pub(crate) use self::run_worker::{hold_embedded_lock, run_worker};
 pub use self::serve::ApiArgs;
+pub use self::trigger::TriggerArgs;
 
 /// actcore: fire activity definitions on their cron schedules, exactly once
 /// across replicas, and record every firing in `activity_runs`.
@@ -110,6 +112,10 @@ pub enum Command {
     Dev(DevArgs),
     /// Recent runs, newest first.
     Runs(RunsArgs),
+    /// The manual canary: queue a `manual` run that a worker executes
+    /// (--local: this process), and with --wait follow it to its end and
+    /// check the remote received it. Refused while paused or the circuit is open, unless --force.
+    Trigger(TriggerArgs),
     /// Pause an activity: no instant fires until `resume` (operator state;
     /// sync never clears it). Audited with --actor and --reason.
     Pause(OverrideArgs),
@@ -372,6 +378,7 @@ pub async fn run(cli: Cli) -> Result<()> {
             run_worker(store, &args.worker, DEV_LISTEN).await
         }
         Command::Runs(args) => runs(g, args).await,
+        Command::Trigger(args) => trigger::run_trigger(g, args).await,
         Command::Pause(args) => ops::run_override(g, crate::ops::Op::Pause, args).await,
         Command::Resume(args) => ops::run_override(g, crate::ops::Op::Resume, args).await,
         Command::Circuit(cmd) => ops::circuit(g, cmd).await,

@@ -243,7 +243,9 @@ fn plan_retry(p: &Policy, row: &GuardRow, e: &Ended, now: Timestamp, audits: &mu
         return None;
     }
     let after_backoff = e.finished_at.max(now) + backoff(r, e.attempt);
-    let cooldown_until = row.last_attempt_at.map_or(after_backoff, |last| last + p.guard.cooldown.signed());
+    let cooldown_until = row
+        .last_attempt_at
+        .map_or(after_backoff, |last| last + p.guard.cooldown.signed());
     let not_before = after_backoff.max(cooldown_until);
     let drop = |reason: &str| {
         p.audit("retry_dropped")
@@ -267,7 +269,11 @@ fn plan_retry(p: &Policy, row: &GuardRow, e: &Ended, now: Timestamp, audits: &mu
     }
     if let Some(next) = e.next_instant {
         if not_before >= next {
-            let reason = if after_backoff < next { "cooldown" } else { "next_instant_too_close" };
+            let reason = if after_backoff < next {
+                "cooldown"
+            } else {
+                "next_instant_too_close"
+            };
             audits.push(drop(reason));
             return None;
         }

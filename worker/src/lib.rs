@@ -44,6 +44,7 @@ pub mod store;
 pub mod sync;
 pub mod telemetry;
 pub mod template;
+pub mod trigger;
 pub mod worker;
 
 pub use error::{Error, Result};

@@ -123,7 +123,10 @@ fn malformed_values_are_refused() {
         "id",
     );
     one_problem(&MINIMAL.replace("slug = \"minimal\"", "slug = \"Not A Slug\""), "slug");
-    one_problem(&MINIMAL.replace("[schedule]", "[schedule]\noverlap = \"queue\""), "schedule.overlap");
+    one_problem(
+        &MINIMAL.replace("[schedule]", "[schedule]\noverlap = \"queue\""),
+        "schedule.overlap",
+    );
     one_problem(&MINIMAL.replace("http://127.0.0.1:9/x", "ftp://x"), "action.url");
     one_problem(
         &MINIMAL.replace("[schedule]", "[schedule]\nmisfire = \"fire_once\""),

@@ -11,12 +11,11 @@ use super::journal::Journal;
 use super::lock;
 pub use super::report::{Decision, RunOptions, RunReport};
 use super::slot::{self, Slot, SlotClaim};
-use crate::action::{self, HttpExecutor, PREFLIGHT_TIMEOUT, PreparedRequest, RunHeaders};
+use crate::action::{self, PREFLIGHT_TIMEOUT, PreparedRequest, RunHeaders};
 use crate::audit::{self, Audit};
-use crate::classify::{Exchange, classify};
 use crate::definition::{self, Definition, Loaded};
 use crate::error::{Error, Result};
-use crate::run::{ErrorCode, Outcome, Source, State, Trigger};
+use crate::run::{Outcome, Source, State, Trigger};
 use crate::store::{DefinitionSource, FinishRun, HistoryStore, NewRun, RunStore, Store};
 use crate::{canary, snapshot, template};
 
@@ -305,30 +304,12 @@ impl Ctx<'_> {
 
     /// Sends the request (saying it comes from the fallback) and classifies the answer.
     async fn send(&self, row: &NewRun) -> FinishRun {
-        let def = self.def;
-        match &self.request {
-            Ok(req) => {
-                let headers = RunHeaders {
-                    run_id: row.run_id,
-                    scheduled_for: Some(self.slot.instant),
-                    source: Source::LocalFallback,
-                };
-                let sent_at = Timestamp::now();
-                let report = HttpExecutor::new().execute(req, &headers, &def.result).await;
-                let snap = snapshot::finished(def, req, &report, sent_at, self.slot.instant);
-                crate::worker::execute::finish_of(row.run_id, report.classification, snap, Timestamp::now())
-            }
-            Err(message) => {
-                let c = classify(
-                    &def.result,
-                    &Exchange::NoResponse {
-                        code: ErrorCode::Config,
-                        message: message.clone(),
-                    },
-                );
-                crate::worker::execute::finish_of(row.run_id, c, snapshot::not_sent(), Timestamp::now())
-            }
-        }
+        let headers = RunHeaders {
+            run_id: row.run_id,
+            scheduled_for: Some(self.slot.instant),
+            source: Source::LocalFallback,
+        };
+        crate::worker::execute::send_once(self.def, &self.request, &headers, self.slot.instant).await
     }
 }
 

@@ -67,7 +67,8 @@ pub trait RunStore: Clone + Send + Sync + 'static {
     /// Decides whether won automated attempts of guarded activities may
     /// start (circuit, churn budget), in one transaction with their guard
     /// rows: blocked ones are recorded `skipped` with their outcome.
-    fn admit(&self, items: &[AdmitItem], now: Timestamp) -> impl Future<Output = Result<Vec<(Uuid, Admission)>>> + Send;
+    fn admit(&self, items: &[AdmitItem], now: Timestamp)
+    -> impl Future<Output = Result<Vec<(Uuid, Admission)>>> + Send;
 
     /// Guard updates and retries for runs that ended outside `finish_runs` (reaped).
     fn settle(&self, items: &[Settle], now: Timestamp) -> impl Future<Output = Result<()>> + Send;

@@ -100,7 +100,9 @@ pub(crate) fn ids_of<'a>(policies: impl Iterator<Item = &'a Policy>) -> Vec<Uuid
 pub(crate) fn plan_admit(mut rows: HashMap<Uuid, GuardRow>, items: &[AdmitItem], now: Timestamp) -> GuardPlan {
     let mut plan = GuardPlan::default();
     for i in items {
-        let row = rows.entry(i.policy.definition_id).or_insert_with(|| fresh(i.policy.definition_id));
+        let row = rows
+            .entry(i.policy.definition_id)
+            .or_insert_with(|| fresh(i.policy.definition_id));
         let (admission, audit) = guard::admit(&i.policy, row, i.run_id, now);
         if let Admission::Blocked(outcome) = admission {
             plan.blocked.push((i.run_id, outcome));
@@ -116,7 +118,9 @@ pub(crate) fn plan_admit(mut rows: HashMap<Uuid, GuardRow>, items: &[AdmitItem],
 pub(crate) fn plan_settle(mut rows: HashMap<Uuid, GuardRow>, items: &[&Settle], now: Timestamp) -> GuardPlan {
     let mut plan = GuardPlan::default();
     for s in items {
-        let row = rows.entry(s.policy.definition_id).or_insert_with(|| fresh(s.policy.definition_id));
+        let row = rows
+            .entry(s.policy.definition_id)
+            .or_insert_with(|| fresh(s.policy.definition_id));
         let settled = guard::settle(&s.policy, row, &s.ended, s.ended.finished_at.max(now));
         plan.queued.extend(settled.retry);
         plan.audits.extend(settled.audits);

@@ -209,6 +209,37 @@ async fn execute<S: RunStore>(core: Arc<Core<S>>, task: RunTask) {
     done(finish);
 }
 
+/// One exchange outside the worker loop (the fallback, `trigger --local`):
+/// send with a fresh client, classify, make storable. `fire` is what the
+/// lateness counts from.
+pub(crate) async fn send_once(
+    def: &crate::definition::Definition,
+    request: &Result<crate::action::PreparedRequest, String>,
+    headers: &RunHeaders,
+    fire: Timestamp,
+) -> FinishRun {
+    match request {
+        Ok(req) => {
+            let sent_at = Timestamp::now();
+            let report = crate::action::HttpExecutor::new()
+                .execute(req, headers, &def.result)
+                .await;
+            let snap = snapshot::finished(def, req, &report, sent_at, fire);
+            finish_of(headers.run_id, report.classification, snap, Timestamp::now())
+        }
+        Err(message) => {
+            let c = classify(
+                &def.result,
+                &Exchange::NoResponse {
+                    code: ErrorCode::Config,
+                    message: message.clone(),
+                },
+            );
+            finish_of(headers.run_id, c, snapshot::not_sent(), Timestamp::now())
+        }
+    }
+}
+
 /// The result of an executed run, made storable (see [`snapshot::make_storable`]).
 pub(crate) fn finish_of(run_id: Uuid, c: Classification, mut snapshot: serde_json::Value, now: Timestamp) -> FinishRun {
     snapshot::make_storable(&mut snapshot);

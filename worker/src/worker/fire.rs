@@ -19,8 +19,8 @@ use super::ledger::Unfired;
 use super::retry::Backoff;
 use super::timers::{Due, Timers};
 use crate::definition::Overlap;
-use crate::misfire::{self, MissedRange};
 use crate::guard::Admission;
+use crate::misfire::{self, MissedRange};
 use crate::run::{Outcome, State};
 use crate::snapshot::{self, MisfireReason};
 use crate::store::{AdmitItem, ClaimBatch, ClaimItem, Claimed, RunStore};
@@ -286,7 +286,12 @@ pub(crate) async fn admit<S: RunStore>(core: &Arc<Core<S>>, won: Vec<RunTask>, f
     if items.is_empty() {
         return won;
     }
-    let grace = won.iter().map(|t| t.spec.grace()).min().unwrap_or_default().min(CLAIM_RETRY_WITHIN);
+    let grace = won
+        .iter()
+        .map(|t| t.spec.grace())
+        .min()
+        .unwrap_or_default()
+        .min(CLAIM_RETRY_WITHIN);
     let mut backoff = Backoff::new(SignedDuration::from_millis(50), SignedDuration::from_secs(1));
     let decided = loop {
         match core.store.admit(&items, core.clock.now()).await {

@@ -45,6 +45,7 @@ pub use self::clock::Clock;
 use self::leases::Owned;
 use self::ledger::{Ledger, Unfired};
 use self::recorder::Recorder;
+pub(crate) use self::retry::is_transient;
 use self::timers::{Specs, Timers, reconcile};
 use crate::action::HttpExecutor;
 use crate::error::{Error, Result};

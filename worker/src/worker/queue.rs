@@ -106,7 +106,8 @@ async fn start<S: RunStore>(core: &Arc<Core<S>>, claimed: Vec<Dequeued>, now: Ti
             }),
         }
     }
-    core.owned.claimed(tasks.iter().map(|t| (t.run_id, t.spec.definition.id)));
+    core.owned
+        .claimed(tasks.iter().map(|t| (t.run_id, t.spec.definition.id)));
     let (automated, manual): (Vec<RunTask>, Vec<RunTask>) =
         tasks.into_iter().partition(|t| t.trigger != Trigger::Manual);
     let mut started = 0;

@@ -14,8 +14,11 @@ use wiremock::{Mock, MockServer, ResponseTemplate};
 use super::*;
 use crate::definition::{Definition, Loaded, Overlap};
 use crate::store::{
-    Abandoned, ClaimBatch, Claimed, HistoryStore, NewEvent, NewRun, RunFilter, RunRow, StoredDefinition,
+    Abandoned, AdmitItem, ClaimBatch, Claimed, Dequeued, Expired, HistoryStore, NewEvent, NewRun, Queued, RunFilter,
+    RunRow, Settle, StoredDefinition,
 };
+
+mod guarded;
 
 const OK: &str = r#"{"exit_code":0,"automation_error":false,"assessment_failures":0,"lock_skipped":false}"#;
 
@@ -135,6 +138,33 @@ impl RunStore for Faulty {
     async fn record_events(&self, events: &[NewEvent]) -> Result<()> {
         self.inner.record_events(events).await
     }
+
+    async fn admit(&self, items: &[AdmitItem], now: Timestamp) -> Result<Vec<(Uuid, crate::guard::Admission)>> {
+        self.inner.admit(items, now).await
+    }
+
+    async fn settle(&self, items: &[Settle], now: Timestamp) -> Result<()> {
+        self.inner.settle(items, now).await
+    }
+
+    async fn claim_queued(
+        &self,
+        worker_id: &str,
+        lease: SignedDuration,
+        now: Timestamp,
+        limit: i64,
+        only: Option<Uuid>,
+    ) -> Result<Vec<Dequeued>> {
+        self.inner.claim_queued(worker_id, lease, now, limit, only).await
+    }
+
+    async fn expire_queued(&self, now: Timestamp, only: Option<Uuid>) -> Result<Vec<Expired>> {
+        self.inner.expire_queued(now, only).await
+    }
+
+    async fn enqueue(&self, q: &Queued, events: &[NewEvent]) -> Result<bool> {
+        self.inner.enqueue(q, events).await
+    }
 }
 
 impl DefinitionSource for Faulty {
@@ -228,6 +258,7 @@ async fn rig_with(defs: impl FnOnce(&MockServer) -> Vec<Definition>, slots: usiz
     let ledger = tokio::spawn(core.ledger(&core.hard_stop).run(channels.unfired, drained.clone()));
     let mut timers = Timers::default();
     reconcile(&mut timers, store.definitions().await.unwrap(), t0, |_| Some(t0));
+    core.set_specs(&timers);
     Rig {
         core,
         faults,
@@ -268,6 +299,14 @@ impl Rig {
         self.clock.advance_to(at);
         step(&self.core, &mut self.timers, at, SignedDuration::ZERO);
         self.settle().await;
+    }
+
+    /// One poll of the queue at `at` (expire, claim, start), then waits as `fire_at` does.
+    async fn poll_at(&mut self, at: &str) -> usize {
+        self.clock.advance_to(t(at));
+        let n = queue::poll(&self.core).await;
+        self.settle().await;
+        n
     }
 
     /// Steps at `at` until nothing due by then is left on the timers.
@@ -591,6 +630,7 @@ async fn fault7_a_panicking_run_task_is_recorded() {
         definition_id: Uuid::from_u128(1),
         spec_hash: "h".into(),
         skip_if_running: false,
+        buffer_until: None,
         snapshot: serde_json::json!({}),
     }];
     let batch = ClaimBatch {

@@ -70,10 +70,11 @@ async fn lock_guards(tx: &mut Transaction<'_, Postgres>, ids: &[Uuid]) -> Result
     .bind(ids)
     .execute(&mut **tx)
     .await?;
-    let rows = sqlx::query("select * from activity_guard where definition_id = any($1) order by definition_id for update")
-        .bind(ids)
-        .fetch_all(&mut **tx)
-        .await?;
+    let rows =
+        sqlx::query("select * from activity_guard where definition_id = any($1) order by definition_id for update")
+            .bind(ids)
+            .fetch_all(&mut **tx)
+            .await?;
     let mut out = HashMap::with_capacity(rows.len());
     for r in &rows {
         let g = guard_row(r)?;

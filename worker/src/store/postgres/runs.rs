@@ -147,12 +147,18 @@ impl PgStore {
         let done = query.fetch_all(&mut *tx).await?;
         // Only the rows this statement ended feed the guard (a reaped run was settled by its reaper).
         let ended: std::collections::HashSet<Uuid> = done.iter().map(|r| r.get("run_id")).collect();
-        let settles: Vec<&crate::store::Settle> =
-            settles.into_iter().filter(|s| ended.contains(&s.ended.run_id)).collect();
+        let settles: Vec<&crate::store::Settle> = settles
+            .into_iter()
+            .filter(|s| ended.contains(&s.ended.run_id))
+            .collect();
         let plan = match settles.is_empty() {
             true => None,
             false => {
-                let now = settles.iter().map(|s| s.ended.finished_at).max().unwrap_or_else(Timestamp::now);
+                let now = settles
+                    .iter()
+                    .map(|s| s.ended.finished_at)
+                    .max()
+                    .unwrap_or_else(Timestamp::now);
                 Some(super::queue::settle_in(&mut tx, &settles, now).await?)
             }
         };
@@ -193,7 +199,10 @@ impl PgStore {
             let a = Abandoned {
                 run_id: r.try_get("run_id")?,
                 definition_id: r.try_get("definition_id")?,
-                trigger: r.try_get::<&str, _>("trigger")?.parse().map_err(|e: String| Error::Db(sqlx::Error::Decode(e.into())))?,
+                trigger: r
+                    .try_get::<&str, _>("trigger")?
+                    .parse()
+                    .map_err(|e: String| Error::Db(sqlx::Error::Decode(e.into())))?,
                 attempt: r.try_get("attempt")?,
                 retry_of: r.try_get("retry_of")?,
                 scheduled_for: r.try_get::<Option<SqlTs>, _>("scheduled_for")?.map(SqlTs::to_jiff),

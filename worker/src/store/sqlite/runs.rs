@@ -155,7 +155,11 @@ impl SqliteStore {
         let plan = match settles.is_empty() {
             true => None,
             false => {
-                let now = settles.iter().map(|s| s.ended.finished_at).max().unwrap_or_else(Timestamp::now);
+                let now = settles
+                    .iter()
+                    .map(|s| s.ended.finished_at)
+                    .max()
+                    .unwrap_or_else(Timestamp::now);
                 Some(super::queue::settle_in(&mut tx, &settles, now).await?)
             }
         };

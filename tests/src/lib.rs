@@ -127,6 +127,10 @@ struct HubState {
 /// Routes: `/fixture/{file}` answers that fixture (`bridge-502.html` with
 /// 502, the rest 200); `/slow/{ms}` answers ok after a delay; `/big` answers
 /// 2 MiB; `/health` answers 200; `/sink/{anything}` answers ok-clean;
+/// `/flaky/{n}/{name}` answers the first `n` requests to that path with the
+/// bridge's 502, then ok-clean; `/progress/` lists one State Hub progress
+/// event per request received so far (newest first, `detail.source` from
+/// the request's source header), as the canary check reads them;
 /// `/nul/json` answers ok with a `\u0000` escape in a string and
 /// `/nul/raw` a text body holding a raw NUL byte (what Postgres cannot store).
 pub struct Hub {
@@ -145,6 +149,8 @@ impl Hub {
             .route("/health", get(|| async { "ok" }))
             .route("/sink/{*rest}", any(sink))
             .route("/nul/{*rest}", any(nul))
+            .route("/flaky/{n}/{*rest}", any(flaky))
+            .route("/progress/", get(progress))
             .with_state(state.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind hub");
         let addr = listener.local_addr().unwrap();
@@ -236,6 +242,41 @@ async fn nul(
         br#"{"exit_code":0,"automation_error":false,"assessment_failures":0,"lock_skipped":false,"note":"a\u0000b"}"#
     };
     (StatusCode::OK, answer.to_vec())
+}
+
+async fn flaky(
+    State(s): State<HubState>,
+    UrlPath((n, rest)): UrlPath<(usize, String)>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> impl IntoResponse {
+    let path = format!("/flaky/{n}/{rest}");
+    let before = s.arrivals.lock().unwrap().iter().filter(|a| a.path == path).count();
+    record(&s, path, &headers, body);
+    if before < n {
+        let page = std::fs::read(fixtures_dir().join("bridge-502.html")).unwrap_or_default();
+        (StatusCode::BAD_GATEWAY, page).into_response()
+    } else {
+        (StatusCode::OK, OK_BODY).into_response()
+    }
+}
+
+async fn progress(State(s): State<HubState>) -> impl IntoResponse {
+    let arrivals = s.arrivals.lock().unwrap().clone();
+    let events: Vec<serde_json::Value> = arrivals
+        .iter()
+        .rev()
+        .enumerate()
+        .map(|(i, a)| {
+            serde_json::json!({
+                "id": i,
+                "event_type": "consistency_sweep_remote_all",
+                "created_at": a.at.to_string(),
+                "detail": {"source": a.source, "exit_code": 0},
+            })
+        })
+        .collect();
+    axum::Json(events)
 }
 
 const OK_BODY: &str = r#"{"exit_code":0,"automation_error":false,"assessment_failures":0,"lock_skipped":false}"#;

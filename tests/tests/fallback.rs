@@ -275,6 +275,7 @@ async fn with_an_idle_cluster_the_fallback_takes_the_workers_fence() {
                 definition_id: def_id(),
                 spec_hash: "h".into(),
                 skip_if_running: false,
+                buffer_until: None,
                 snapshot: serde_json::json!({}),
             }],
             finished_unwritten: &[],

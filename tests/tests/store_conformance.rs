@@ -85,6 +85,7 @@ fn item(l: &Loaded, skip_if_running: bool) -> ClaimItem {
         definition_id: l.definition.id,
         spec_hash: spec_hash(l),
         skip_if_running,
+        buffer_until: None,
         snapshot: json!({"trigger": "schedule", "spec_hash": spec_hash(l)}),
     }
 }
@@ -183,6 +184,7 @@ fn finish(run_id: Uuid, outcome: Outcome, snapshot: Value, at: Timestamp) -> Fin
         error_message: (outcome == Outcome::AutomationError).then(|| "HTTP 502".to_string()),
         snapshot,
         finished_at: at,
+        settle: None,
     }
 }
 
@@ -1009,6 +1011,7 @@ async fn runbook_query_verbatim(backend: Backend) {
         definition_id: id,
         spec_hash: flagship.definition.spec_hash(),
         skip_if_running: true,
+        buffer_until: None,
         snapshot: json!({"trigger": "schedule", "spec_hash": flagship.definition.spec_hash()}),
     };
     assert_eq!(claim(&store, at, "w1", std::slice::from_ref(&it)).await.len(), 1);

@@ -1756,6 +1756,7 @@ async fn profile(a: ProfileArgs) -> Result<()> {
                         definition_id: d.definition.id,
                         spec_hash: d.spec_hash.clone(),
                         skip_if_running: true,
+                        buffer_until: None,
                         snapshot: serde_json::json!({"trigger": "schedule", "spec_hash": d.spec_hash,
                             "scheduled_for": base.to_string(), "lateness_ms": 0}),
                     })
@@ -1790,6 +1791,7 @@ async fn profile(a: ProfileArgs) -> Result<()> {
                             "request": {"method": "POST", "url": sink_url, "body": {"max_seconds": 300}},
                             "bench": serde_json::from_str::<serde_json::Value>(OK_BODY).unwrap()}),
                         finished_at: Timestamp::now(),
+                        settle: None,
                     })
                     .collect();
                 let t = Instant::now();

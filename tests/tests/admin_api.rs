@@ -357,6 +357,44 @@ async fn read_endpoints_metrics_and_overrides(backend: Backend) {
         )
         .await;
     assert_eq!(code, 200, "{body}");
+    // A trigger is refused (409) while the circuit is held open, queued with force.
+    let trigger = "/v1/activities/sweep/trigger";
+    let (code, _) = api.post(trigger, None, "").await;
+    assert_eq!(code, 401);
+    let (code, body) = api
+        .post(trigger, Some("alice-secret-1"), r#"{"reason": "canary"}"#)
+        .await;
+    assert_eq!((code, body["error"]["code"].as_str()), (409, Some("refused")), "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("held open by alice"),
+        "{body}"
+    );
+    let (code, body) = api
+        .post(
+            trigger,
+            Some("ci-secret-22"),
+            r#"{"reason": "canary", "force": true, "timeout": "30s"}"#,
+        )
+        .await;
+    assert_eq!(code, 202, "{body}");
+    assert_eq!(
+        (body["queued"]["actor"].as_str(), body["queued"]["forced"].as_bool()),
+        (Some("ci"), Some(true))
+    );
+    let run_id = body["queued"]["run_id"].as_str().unwrap().to_string();
+    let (_, run) = api.json(&format!("/v1/runs/{run_id}")).await;
+    assert_eq!(
+        (run["run"]["state"].as_str(), run["run"]["trigger"].as_str()),
+        (Some("queued"), Some("manual")),
+        "{run}"
+    );
+    assert_eq!(
+        audit_rows(&store, "manual_trigger").await,
+        vec![(Some("ci".into()), Some("canary".into()))]
+    );
     let (_, status) = api.json("/v1/status").await;
     let c = &status["activities"][0]["circuit"];
     assert_eq!(
@@ -409,7 +447,7 @@ async fn read_endpoints_metrics_and_overrides(backend: Backend) {
 async fn read_only_without_configured_tokens(backend: Backend) {
     let (store, _dir, _, _) = seeded(backend).await;
     let api = Api::start(&store, Tokens::default(), Liveness::Server).await;
-    for op in ["pause", "resume", "circuit/open", "circuit/reset"] {
+    for op in ["trigger", "pause", "resume", "circuit/open", "circuit/reset"] {
         let (code, body) = api
             .post(
                 &format!("/v1/activities/sweep/{op}"),

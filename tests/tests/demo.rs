@@ -128,7 +128,6 @@ async fn dev_demo_shows_every_outcome_within_a_minute() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs the lead's circuit breaker; un-ignore at merge"]
 async fn dev_demo_opens_the_circuit_within_a_minute() {
     let demo = Demo::start().await;
     eventually(

@@ -293,3 +293,54 @@ pub(super) async fn circuit_reset(
 ) -> ApiResult<Json<Value>> {
     apply(s, slug, headers, body, Op::CircuitReset).await
 }
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TriggerBody {
+    reason: Option<String>,
+    #[serde(default)]
+    force: bool,
+    /// How long the queued run waits for a worker (`2m` by default).
+    timeout: Option<String>,
+}
+
+/// `POST /v1/activities/{slug}/trigger`: the same [`crate::trigger::enqueue`]
+/// as `actcore trigger`; 409 (`refused`) while paused or the circuit is
+/// open, unless `force`. Answers 202 with the queued run: follow it at
+/// `GET /v1/runs/{run_id}`.
+pub(super) async fn trigger(
+    State(s): State<ApiState>,
+    Path(slug): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> ApiResult<(StatusCode, Json<Value>)> {
+    let actor = s.inner.tokens.authorize(&headers)?;
+    let body: TriggerBody = if body.iter().all(u8::is_ascii_whitespace) {
+        TriggerBody::default()
+    } else {
+        serde_json::from_slice(&body).map_err(|e| {
+            ApiError::bad_request(format!(
+                "the body must be JSON like {{\"reason\": \"...\", \"force\": false, \"timeout\": \"2m\"}}: {e}"
+            ))
+        })?
+    };
+    let timeout = match body.timeout.as_deref() {
+        None => crate::trigger::DEFAULT_TIMEOUT,
+        Some(t) => crate::duration::Bounds::new(crate::duration::Dur::from_secs(1), crate::duration::Dur::from_days(1))
+            .parse(t)
+            .map_err(|e| ApiError::bad_request(format!("timeout: {e}")))?
+            .signed(),
+    };
+    let def = find(&s, &slug).await?;
+    let req = crate::trigger::Request {
+        actor,
+        reason: body.reason,
+        force: body.force,
+        timeout,
+    };
+    match crate::trigger::enqueue(s.store(), &def, &req, Timestamp::now()).await {
+        Ok(q) => Ok((StatusCode::ACCEPTED, Json(json!({"queued": q})))),
+        Err(crate::error::Error::Automation(why)) => Err(ApiError::new(StatusCode::CONFLICT, "refused", why)),
+        Err(e) => Err(e.into()),
+    }
+}

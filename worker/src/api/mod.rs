@@ -129,6 +129,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/activities", get(handlers::activities))
         .route("/v1/runs", get(handlers::runs))
         .route("/v1/runs/{run_id}", get(handlers::run))
+        .route("/v1/activities/{slug}/trigger", post(handlers::trigger))
         .route("/v1/activities/{slug}/pause", post(handlers::pause))
         .route("/v1/activities/{slug}/resume", post(handlers::resume))
         .route("/v1/activities/{slug}/circuit/open", post(handlers::circuit_open))

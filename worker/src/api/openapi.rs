@@ -64,6 +64,7 @@ pub(super) fn spec() -> Value {
                 "parameters": [{"name": "run_id", "in": "path", "required": true, "schema": {"type": "string", "format": "uuid"}}],
                 "responses": {"200": {"description": "ok"}, "404": {"description": "no such run"}}
             }},
+            "/v1/activities/{slug}/trigger": mutating("Queue a manual run (the canary); body {\"reason\", \"force\", \"timeout\"}; 409 while paused or the circuit is open unless force; audited"),
             "/v1/activities/{slug}/pause": mutating("Pause (reason required); audited with the token's name"),
             "/v1/activities/{slug}/resume": mutating("Resume; audited"),
             "/v1/activities/{slug}/circuit/open": mutating("Hold the circuit open until a reset (reason required); audited"),

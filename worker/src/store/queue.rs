@@ -98,6 +98,7 @@ pub(crate) fn ids_of<'a>(policies: impl Iterator<Item = &'a Policy>) -> Vec<Uuid
 
 /// Admissions of `items`, in order, on the locked `rows`.
 pub(crate) fn plan_admit(mut rows: HashMap<Uuid, GuardRow>, items: &[AdmitItem], now: Timestamp) -> GuardPlan {
+    let before = rows.clone();
     let mut plan = GuardPlan::default();
     for i in items {
         let row = rows
@@ -110,12 +111,21 @@ pub(crate) fn plan_admit(mut rows: HashMap<Uuid, GuardRow>, items: &[AdmitItem],
         plan.admitted.push((i.run_id, admission));
         plan.audits.extend(audit);
     }
-    plan.guards = rows.into_values().collect();
+    plan.guards = changed(before, rows);
     plan
+}
+
+/// The rows a plan changed: only those are written back.
+fn changed(before: HashMap<Uuid, GuardRow>, after: HashMap<Uuid, GuardRow>) -> Vec<GuardRow> {
+    after
+        .into_values()
+        .filter(|g| before.get(&g.definition_id) != Some(g))
+        .collect()
 }
 
 /// Guard updates and retries for the runs that ended, on the locked `rows`.
 pub(crate) fn plan_settle(mut rows: HashMap<Uuid, GuardRow>, items: &[&Settle], now: Timestamp) -> GuardPlan {
+    let before = rows.clone();
     let mut plan = GuardPlan::default();
     for s in items {
         let row = rows
@@ -125,7 +135,7 @@ pub(crate) fn plan_settle(mut rows: HashMap<Uuid, GuardRow>, items: &[&Settle], 
         plan.queued.extend(settled.retry);
         plan.audits.extend(settled.audits);
     }
-    plan.guards = rows.into_values().collect();
+    plan.guards = changed(before, rows);
     plan
 }
 

@@ -85,24 +85,31 @@ async fn lock_guards(tx: &mut Transaction<'_, Postgres>, ids: &[Uuid]) -> Result
 
 /// Writes the plan: guard rows, blocked runs, queued retries, audit rows.
 async fn write_plan(tx: &mut Transaction<'_, Postgres>, plan: &GuardPlan, now: Timestamp) -> Result<()> {
-    for g in &plan.guards {
+    if !plan.guards.is_empty() {
+        let g = &plan.guards;
+        let opt = |f: fn(&GuardRow) -> Option<Timestamp>| g.iter().map(|r| opt_ts(f(r))).collect::<Vec<_>>();
+        // One statement for the whole chunk: 10,000 activities due together cost one round trip.
         sqlx::query(
-            "update activity_guard set consecutive_errors = $2, circuit = $3, circuit_since = $4, half_open_at = $5,
-                 circuit_actor = $6, circuit_reason = $7, probe_run_id = $8, window_started_at = $9,
-                 window_attempts = $10, last_attempt_at = $11, updated_at = now()
-             where definition_id = $1",
+            "update activity_guard a set consecutive_errors = u.errors, circuit = u.circuit, circuit_since = u.since,
+                 half_open_at = u.half_open_at, circuit_actor = u.actor, circuit_reason = u.reason, probe_run_id = u.probe,
+                 window_started_at = u.window_started, window_attempts = u.attempts, last_attempt_at = u.last_attempt,
+                 updated_at = now()
+             from unnest($1::uuid[], $2::int[], $3::text[], $4::timestamptz[], $5::timestamptz[], $6::text[], $7::text[],
+                         $8::uuid[], $9::timestamptz[], $10::int[], $11::timestamptz[])
+                  as u(id, errors, circuit, since, half_open_at, actor, reason, probe, window_started, attempts, last_attempt)
+             where a.definition_id = u.id",
         )
-        .bind(g.definition_id)
-        .bind(g.consecutive_errors)
-        .bind(&g.circuit)
-        .bind(opt_ts(g.circuit_since))
-        .bind(opt_ts(g.half_open_at))
-        .bind(g.circuit_actor.as_deref())
-        .bind(g.circuit_reason.as_deref())
-        .bind(g.probe_run_id)
-        .bind(opt_ts(g.window_started_at))
-        .bind(g.window_attempts)
-        .bind(opt_ts(g.last_attempt_at))
+        .bind(g.iter().map(|r| r.definition_id).collect::<Vec<_>>())
+        .bind(g.iter().map(|r| r.consecutive_errors).collect::<Vec<_>>())
+        .bind(g.iter().map(|r| r.circuit.as_str()).collect::<Vec<_>>())
+        .bind(opt(|r| r.circuit_since))
+        .bind(opt(|r| r.half_open_at))
+        .bind(g.iter().map(|r| r.circuit_actor.as_deref()).collect::<Vec<_>>())
+        .bind(g.iter().map(|r| r.circuit_reason.as_deref()).collect::<Vec<_>>())
+        .bind(g.iter().map(|r| r.probe_run_id).collect::<Vec<_>>())
+        .bind(opt(|r| r.window_started_at))
+        .bind(g.iter().map(|r| r.window_attempts).collect::<Vec<_>>())
+        .bind(opt(|r| r.last_attempt_at))
         .execute(&mut **tx)
         .await?;
     }

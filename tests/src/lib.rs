@@ -16,7 +16,7 @@ use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{Path as UrlPath, State};
 use axum::http::{HeaderMap, StatusCode};
-use axum::response::IntoResponse;
+use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get};
 use jiff::Timestamp;
 use sqlx::Connection;
@@ -219,14 +219,13 @@ async fn big(State(s): State<HubState>, headers: HeaderMap, body: Bytes) -> impl
     (StatusCode::OK, vec![b' '; 2 << 20])
 }
 
-async fn sink(
-    State(s): State<HubState>,
-    UrlPath(rest): UrlPath<String>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> impl IntoResponse {
+async fn sink(State(s): State<HubState>, UrlPath(rest): UrlPath<String>, headers: HeaderMap, body: Bytes) -> Response {
+    // A State Hub under the sink prefix also lists its progress events.
+    if rest.starts_with("progress") {
+        return progress(State(s)).await.into_response();
+    }
     record(&s, format!("/sink/{rest}"), &headers, body);
-    (StatusCode::OK, OK_BODY)
+    (StatusCode::OK, OK_BODY).into_response()
 }
 
 async fn nul(
@@ -265,6 +264,7 @@ async fn progress(State(s): State<HubState>) -> impl IntoResponse {
     let arrivals = s.arrivals.lock().unwrap().clone();
     let events: Vec<serde_json::Value> = arrivals
         .iter()
+        .filter(|a| a.source.is_some())
         .rev()
         .enumerate()
         .map(|(i, a)| {

@@ -111,6 +111,21 @@ async fn every_runnable_block_of_the_runbooks_runs_against_a_local_stack() {
             ("STATE_HUB_URL", format!("{hub_url}/sink")),
             ("ACTCORE_DEFINITIONS", repo().join("definitions").display().to_string()),
         ];
+        // A worker, as in the cluster: the manual canary's run is claimed from its queue.
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let logs = tempfile::tempdir().unwrap();
+        let worker = rt.block_on(async {
+            Worker::spawn(
+                &["worker"],
+                &url2,
+                &[("STATE_HUB_URL", &format!("{hub_url}/sink"))],
+                logs.path(),
+                "runbook-worker",
+            )
+        });
         let mut ran = Vec::new();
         let mut pending = Vec::new();
         for b in &blocks {
@@ -119,10 +134,18 @@ async fn every_runnable_block_of_the_runbooks_runs_against_a_local_stack() {
                     let (ok, out, err) = run_block(b, &env);
                     assert!(
                         ok,
-                        "{} failed:\n{}\n--- stdout\n{out}\n--- stderr\n{err}",
+                        "{} failed:\n{}\n--- stdout\n{out}\n--- stderr\n{err}\n--- worker\n{}",
                         b.at(),
-                        b.text
+                        b.text,
+                        worker.log_text()
                     );
+                    if b.text.contains("actcore trigger") {
+                        assert!(
+                            out.contains(": ok") && out.contains("canary: found"),
+                            "{}: {out}",
+                            b.at()
+                        );
+                    }
                     if b.lang == "sql" {
                         // The runbook query shows the sweep's answer, not just a header.
                         assert!(

@@ -267,16 +267,16 @@ fn plan_retry(p: &Policy, row: &GuardRow, e: &Ended, now: Timestamp, audits: &mu
             return None;
         }
     }
-    if let Some(next) = e.next_instant {
-        if not_before >= next {
-            let reason = if after_backoff < next {
-                "cooldown"
-            } else {
-                "next_instant_too_close"
-            };
-            audits.push(drop(reason));
-            return None;
-        }
+    if let Some(next) = e.next_instant
+        && not_before >= next
+    {
+        let reason = if after_backoff < next {
+            "cooldown"
+        } else {
+            "next_instant_too_close"
+        };
+        audits.push(drop(reason));
+        return None;
     }
     let run_id = Uuid::now_v7();
     audits.push(

@@ -131,10 +131,10 @@ pub async fn enqueue<S: RunStore + GuardStore>(
     }
     let guard = store.guards(&[d.id]).await?;
     let stop = refusal(def, guard.first(), now);
-    if let Some(why) = &stop {
-        if !req.force {
-            return Err(Error::Automation(format!("trigger refused: {why}")));
-        }
+    if let Some(why) = &stop
+        && !req.force
+    {
+        return Err(Error::Automation(format!("trigger refused: {why}")));
     }
     let q = manual_run(d.id, &req.actor, now, req.timeout);
     let mut audit = Audit::new("manual_trigger", d.id, &d.slug)

@@ -265,10 +265,11 @@ pub(crate) fn reconcile(
     for d in stored {
         let id = d.definition.id;
         if !d.is_active() {
-            if d.enabled && d.retired_at.is_none() {
-                if let Ok(spec) = Fireable::new(d, &mut schedules) {
-                    timers.idle.insert(id, Arc::new(spec));
-                }
+            if d.enabled
+                && d.retired_at.is_none()
+                && let Ok(spec) = Fireable::new(d, &mut schedules)
+            {
+                timers.idle.insert(id, Arc::new(spec));
             }
             continue;
         }

@@ -148,11 +148,16 @@ pub fn summarise(
     } else {
         "active"
     };
+    let schedule = def.parsed_schedule().ok();
     let next_instant = if d.is_active() {
-        def.parsed_schedule().ok().and_then(|s| s.next_after(now))
+        schedule.as_ref().and_then(|s| s.next_after(now))
     } else {
         None
     };
+    // The budget the worker applies (raised to the schedule's instants per window + 1).
+    let budget = schedule.as_ref().map_or(def.guard.max_automated_attempts, |s| {
+        crate::guard::Policy::of(def, s, now).guard.max_automated_attempts
+    });
     let next_instant_local = next_instant.and_then(|t| {
         let tz = TimeZone::get(&def.schedule.timezone).ok()?;
         Some(t.to_zoned(tz).strftime("%Y-%m-%d %H:%M:%S %Z").to_string())
@@ -240,7 +245,7 @@ pub fn summarise(
         last_error_code,
         consecutive_lock_skips: streak("lock_skipped"),
         attempts_in_window,
-        max_automated_attempts: spec.max_automated_attempts,
+        max_automated_attempts: budget,
         window_ends_at,
         cooldown_until,
         circuit,

@@ -36,6 +36,22 @@ fn json(out: &str) -> Value {
     serde_json::from_str(out).unwrap_or_else(|e| panic!("not JSON ({e}): {out}"))
 }
 
+/// A fresh database holding one synced activity (id 1) posting to `path` on the hub.
+async fn one_activity(hub: &Hub, slug: &str, cron: &str, path: &str, extra: &str) -> String {
+    let url = fresh_pg_url().await;
+    let dir = tempfile::tempdir().unwrap();
+    write_definition(
+        dir.path(),
+        slug,
+        activity_id(1),
+        cron,
+        &format!("{}{path}", hub.url()),
+        extra,
+    );
+    sync_dir(dir.path(), &url);
+    url
+}
+
 fn canary(hub: &Hub, path: &str) -> String {
     format!("[canary]\nverify = \"{}{path}\"\n", hub.url())
 }
@@ -159,17 +175,7 @@ async fn trigger_local_runs_with_the_embedded_store_and_no_worker() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_trigger_no_worker_claims_expires_and_never_fires() {
     let hub = Hub::start().await;
-    let url = fresh_pg_url().await;
-    let dir = tempfile::tempdir().unwrap();
-    write_definition(
-        dir.path(),
-        "clean",
-        activity_id(1),
-        FAR,
-        &format!("{}/fixture/ok-clean.json", hub.url()),
-        "",
-    );
-    sync_dir(dir.path(), &url);
+    let url = one_activity(&hub, "clean", FAR, "/fixture/ok-clean.json", "").await;
     let env = [("DATABASE_URL", url.as_str())];
     let (code, out, err) = run_cli(&["trigger", "clean", "--wait", "--timeout", "1s", "--json"], &env);
     assert_eq!(code, 1, "{out}{err}");
@@ -197,17 +203,7 @@ async fn a_trigger_no_worker_claims_expires_and_never_fires() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_trigger_is_refused_while_the_circuit_is_held_open_and_force_is_audited() {
     let hub = Hub::start().await;
-    let url = fresh_pg_url().await;
-    let dir = tempfile::tempdir().unwrap();
-    write_definition(
-        dir.path(),
-        "clean",
-        activity_id(1),
-        FAR,
-        &format!("{}/fixture/ok-clean.json", hub.url()),
-        "",
-    );
-    sync_dir(dir.path(), &url);
+    let url = one_activity(&hub, "clean", FAR, "/fixture/ok-clean.json", "").await;
     let env = [("DATABASE_URL", url.as_str())];
     let (code, out, err) = run_cli(
         &[
@@ -267,20 +263,10 @@ async fn a_trigger_is_refused_while_the_circuit_is_held_open_and_force_is_audite
 #[tokio::test(flavor = "multi_thread")]
 async fn the_error_streak_lives_in_the_database_so_the_next_replica_opens_the_circuit() {
     let hub = Hub::start().await;
-    let url = fresh_pg_url().await;
-    let dir = tempfile::tempdir().unwrap();
     let logs = tempfile::tempdir().unwrap();
     // Every other second, always a 502; two errors in a row open the circuit for an hour.
     let extra = "misfire_grace = \"1s\"\noverlap = \"allow\"\n[retry]\nmax_attempts = 1\n[guard]\nopen_after = 2\nopen_for = \"1h\"\ncooldown = \"0s\"\n";
-    write_definition(
-        dir.path(),
-        "down",
-        activity_id(1),
-        "*/2 * * * * *",
-        &format!("{}/fixture/bridge-502.html", hub.url()),
-        extra,
-    );
-    sync_dir(dir.path(), &url);
+    let url = one_activity(&hub, "down", "*/2 * * * * *", "/fixture/bridge-502.html", extra).await;
     let store = open(&url).await;
     let errors = |rows: &[RunRow]| -> Vec<RunRow> {
         rows.iter()
@@ -319,20 +305,10 @@ async fn the_error_streak_lives_in_the_database_so_the_next_replica_opens_the_ci
 #[tokio::test(flavor = "multi_thread")]
 async fn a_retry_queued_by_a_replica_that_is_then_sigkilled_runs_once_on_another() {
     let hub = Hub::start().await;
-    let url = fresh_pg_url().await;
-    let dir = tempfile::tempdir().unwrap();
     let logs = tempfile::tempdir().unwrap();
     // The first request fails (502); its retry waits a 4 s cooldown.
     let extra = "[retry]\nmax_attempts = 3\ninitial_interval = \"1s\"\n[guard]\ncooldown = \"4s\"\n";
-    write_definition(
-        dir.path(),
-        "flaky",
-        activity_id(1),
-        "*/30 * * * * *",
-        &format!("{}/flaky/1/sweep", hub.url()),
-        extra,
-    );
-    sync_dir(dir.path(), &url);
+    let url = one_activity(&hub, "flaky", "*/30 * * * * *", "/flaky/1/sweep", extra).await;
     let a = Worker::spawn(&["worker", "--lease", "2s"], &url, &[], logs.path(), "wa");
     let store = open(&url).await;
     let queued = eventually(Duration::from_secs(45), "the queued retry", || async {

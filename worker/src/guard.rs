@@ -15,7 +15,7 @@ use crate::audit::Audit;
 use crate::definition::{Definition, GuardSpec, RetrySpec};
 
 use crate::run::{ErrorCode, Outcome, Source, State, Trigger};
-use crate::store::{GuardRow, NewRun, Queued};
+use crate::store::{GuardRow, Queued};
 
 pub const CLOSED: &str = "closed";
 pub const OPEN: &str = "open";
@@ -288,35 +288,18 @@ fn plan_retry(p: &Policy, row: &GuardRow, e: &Ended, now: Timestamp, audits: &mu
             .with("not_before", not_before.to_string())
             .with("error_code", e.error_code.map(|c| c.as_str())),
     );
-    let run = NewRun {
-        run_id,
-        definition_id: p.definition_id,
-        fired_at: not_before,
-        scheduled_for: e.scheduled_for,
-        trigger: Trigger::Retry,
-        source: Source::ActivityCore,
-        attempt: e.attempt + 1,
-        state: State::Queued,
-        outcome: None,
-        automation_error: false,
-        assessment_failures: 0,
-        error_code: None,
-        error_message: None,
-        context_snapshot: serde_json::json!({"trigger": "retry", "retry_of": e.root, "after_run": e.run_id}),
-        worker_id: None,
-        lease_expires_at: None,
-        started_at: None,
-        finished_at: None,
-        spec_hash: None,
-        retry_of: Some(e.root),
-        actor: None,
-        duplicate_of: None,
-    };
-    Some(Queued {
-        run,
-        not_before,
-        expires_at: e.next_instant,
-    })
+    let mut q = Queued::new(
+        p.definition_id,
+        Trigger::Retry,
+        Source::ActivityCore,
+        e.attempt + 1,
+        e.scheduled_for,
+        (not_before, e.next_instant),
+        serde_json::json!({"trigger": "retry", "retry_of": e.root, "after_run": e.run_id}),
+    );
+    q.run.run_id = run_id;
+    q.run.retry_of = Some(e.root);
+    Some(q)
 }
 
 #[cfg(test)]

@@ -29,6 +29,50 @@ pub struct Queued {
     pub expires_at: Option<Timestamp>,
 }
 
+impl Queued {
+    /// A queued first attempt or retry: the one place its row is shaped
+    /// (callers set `retry_of` / `actor` on `run`).
+    pub fn new(
+        definition_id: Uuid,
+        trigger: Trigger,
+        source: Source,
+        attempt: i32,
+        scheduled_for: Option<Timestamp>,
+        window: (Timestamp, Option<Timestamp>),
+        snapshot: serde_json::Value,
+    ) -> Queued {
+        let (not_before, expires_at) = window;
+        Queued {
+            run: NewRun {
+                run_id: Uuid::now_v7(),
+                definition_id,
+                fired_at: not_before,
+                scheduled_for,
+                trigger,
+                source,
+                attempt,
+                state: crate::run::State::Queued,
+                outcome: None,
+                automation_error: false,
+                assessment_failures: 0,
+                error_code: None,
+                error_message: None,
+                context_snapshot: snapshot,
+                worker_id: None,
+                lease_expires_at: None,
+                started_at: None,
+                finished_at: None,
+                spec_hash: None,
+                retry_of: None,
+                actor: None,
+                duplicate_of: None,
+            },
+            not_before,
+            expires_at,
+        }
+    }
+}
+
 /// A queued run this worker claimed: it is `running` under this worker's lease.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Dequeued {

@@ -18,8 +18,8 @@ use uuid::Uuid;
 use crate::audit::Audit;
 use crate::error::{Error, Result};
 use crate::guard::{CLOSED, OPEN};
-use crate::run::{Source, State, Trigger};
-use crate::store::{GuardRow, GuardStore, NewRun, Queued, RunStore, StoredDefinition};
+use crate::run::{Source, Trigger};
+use crate::store::{GuardRow, GuardStore, Queued, RunStore, StoredDefinition};
 
 /// How long a queued manual run waits for a worker by default.
 pub const DEFAULT_TIMEOUT: SignedDuration = SignedDuration::from_secs(120);
@@ -51,34 +51,17 @@ pub struct Enqueued {
 /// The queued row of a manual run: source `manual`, no instant, expiring
 /// after `timeout`.
 pub fn manual_run(definition_id: Uuid, actor: &str, now: Timestamp, timeout: SignedDuration) -> Queued {
-    Queued {
-        run: NewRun {
-            run_id: Uuid::now_v7(),
-            definition_id,
-            fired_at: now,
-            scheduled_for: None,
-            trigger: Trigger::Manual,
-            source: Source::Manual,
-            attempt: 1,
-            state: State::Queued,
-            outcome: None,
-            automation_error: false,
-            assessment_failures: 0,
-            error_code: None,
-            error_message: None,
-            context_snapshot: serde_json::json!({"trigger": "manual", "lateness_ms": 0}),
-            worker_id: None,
-            lease_expires_at: None,
-            started_at: None,
-            finished_at: None,
-            spec_hash: None,
-            retry_of: None,
-            actor: Some(actor.to_string()),
-            duplicate_of: None,
-        },
-        not_before: now,
-        expires_at: Some(now + timeout),
-    }
+    let mut q = Queued::new(
+        definition_id,
+        Trigger::Manual,
+        Source::Manual,
+        1,
+        None,
+        (now, Some(now + timeout)),
+        serde_json::json!({"trigger": "manual", "lateness_ms": 0}),
+    );
+    q.run.actor = Some(actor.to_string());
+    q
 }
 
 /// Why a manual run must not go ahead without `--force`: the activity is
@@ -164,6 +147,7 @@ pub async fn enqueue<S: RunStore + GuardStore>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::run::State;
 
     fn stored(paused: bool) -> StoredDefinition {
         StoredDefinition {

@@ -187,16 +187,7 @@ async fn execute<S: RunStore>(core: Arc<Core<S>>, task: RunTask) {
             ));
             (report.classification, snap)
         }
-        Err(message) => {
-            let c = classify(
-                &def.result,
-                &Exchange::NoResponse {
-                    code: ErrorCode::Config,
-                    message: message.clone(),
-                },
-            );
-            (c, snapshot::not_sent())
-        }
+        Err(message) => (unbuildable(def, message), snapshot::not_sent()),
     };
     let finish = finish_of(task.run_id, classification, snap, core.clock.now());
     crate::api::metrics::run_finished(&def.slug, finish.outcome, timing.map(|t| t.0), timing.map(|t| t.1));
@@ -227,17 +218,25 @@ pub(crate) async fn send_once(
             let snap = snapshot::finished(def, req, &report, sent_at, fire);
             finish_of(headers.run_id, report.classification, snap, Timestamp::now())
         }
-        Err(message) => {
-            let c = classify(
-                &def.result,
-                &Exchange::NoResponse {
-                    code: ErrorCode::Config,
-                    message: message.clone(),
-                },
-            );
-            finish_of(headers.run_id, c, snapshot::not_sent(), Timestamp::now())
-        }
+        Err(message) => finish_of(
+            headers.run_id,
+            unbuildable(def, message),
+            snapshot::not_sent(),
+            Timestamp::now(),
+        ),
     }
+}
+
+/// A request that could not be built (an unset `${VAR}`, a bad URL): an
+/// automation error (`config`), nothing sent.
+fn unbuildable(def: &crate::definition::Definition, message: &str) -> Classification {
+    classify(
+        &def.result,
+        &Exchange::NoResponse {
+            code: ErrorCode::Config,
+            message: message.to_string(),
+        },
+    )
 }
 
 /// The result of an executed run, made storable (see [`snapshot::make_storable`]).

@@ -1105,6 +1105,7 @@ async fn guard_reads_and_overrides(backend: Backend) {
             outcome: Some("automation_error".into()),
             since: Some(t0 + secs(90)),
             limit: 10,
+            ..RunQuery::default()
         })
         .await
         .expect("query");

@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 use crate::definition::{self, Loaded, Problem, Problems};
 use crate::duration::{Bounds, Dur};
 use crate::error::{Error, Result};
-use crate::store::{DefinitionSource, HistoryStore, RunFilter, Store, schema};
+use crate::store::{DefinitionSource, Store, schema};
 use crate::telemetry::LogFormat;
 use crate::worker::{self, WorkerConfig};
 use crate::{action, schedule, template};
@@ -39,6 +39,7 @@ use self::definitions::*;
 pub use self::fallback::FallbackCmd;
 use self::fallback::*;
 use self::history::*;
+pub use self::history::{RunsArgs, RunsCmd, SummaryArgs, WindowArgs};
 pub use self::ops::{CircuitCmd, OverrideArgs, StatusArgs};
 use self::run_worker::*;
 pub(crate) use self::run_worker::{hold_embedded_lock, run_worker};
@@ -110,7 +111,8 @@ pub enum Command {
     /// The newcomer's mode: embedded store, sync definitions/, run the
     /// worker in the foreground, and serve the status page on 127.0.0.1:8080.
     Dev(DevArgs),
-    /// Recent runs, newest first.
+    /// Recent runs, newest first, filtered by activity, time, outcome and
+    /// trigger; `runs summary` counts them by source, trigger and outcome.
     Runs(RunsArgs),
     /// The manual canary: queue a `manual` run that a worker executes
     /// (--local: this process), and with --wait follow it to its end and
@@ -223,19 +225,6 @@ pub struct DevArgs {
     /// .actcore/demo/ (not DATABASE_URL, not definitions/).
     #[arg(long)]
     pub demo: bool,
-}
-
-#[derive(Debug, Args)]
-pub struct RunsArgs {
-    /// Only this activity.
-    #[arg(long)]
-    pub slug: Option<String>,
-    /// How many rows (1 to 10000).
-    #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(i64).range(1..=10_000))]
-    pub limit: i64,
-    /// Only runs fired in the last N hours (1 to 87600, ten years).
-    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=87_600))]
-    pub since_hours: Option<u32>,
 }
 
 /// Where a worker's admin API listens without `--listen`.

@@ -195,6 +195,7 @@ pub(super) async fn runs(State(s): State<ApiState>, Query(p): Query<RunsParams>)
             definition_id,
             since,
             outcome: p.outcome.clone(),
+            trigger: None,
             limit,
         })
         .await?;

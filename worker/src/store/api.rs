@@ -19,8 +19,8 @@ use uuid::Uuid;
 
 use super::queue::{AdmitItem, Dequeued, Expired, Queued, Settle};
 use super::{
-    Abandoned, ClaimBatch, Claimed, DefinitionsVersion, FinishRun, NewEvent, NewRun, RunFilter, RunRow, Store,
-    StoredDefinition,
+    Abandoned, ClaimBatch, Claimed, DefinitionsVersion, FinishRun, NewEvent, NewRun, RunCount, RunCountQuery,
+    RunFilter, RunRow, Store, StoredDefinition,
 };
 use crate::error::Result;
 use crate::guard::Admission;
@@ -111,6 +111,11 @@ pub trait DefinitionSource: Clone + Send + Sync + 'static {
 pub trait HistoryStore: Clone + Send + Sync + 'static {
     fn runs(&self, filter: &RunFilter) -> impl Future<Output = Result<Vec<RunRow>>> + Send;
     fn event_kinds(&self, definition_id: Option<Uuid>) -> impl Future<Output = Result<Vec<(String, i64)>>> + Send;
+
+    /// How many runs each (source, trigger, outcome) has in the window, in
+    /// one GROUP BY; ordered by source, trigger, then outcome (runs without
+    /// one last). `actcore runs summary`: the cluster against the fallback.
+    fn run_counts(&self, q: &RunCountQuery) -> impl Future<Output = Result<Vec<RunCount>>> + Send;
 
     /// Every run of one instant of an activity (all triggers and attempts), first attempt first.
     fn slot_runs(
@@ -240,6 +245,10 @@ impl HistoryStore for Store {
 
     async fn event_kinds(&self, definition_id: Option<Uuid>) -> Result<Vec<(String, i64)>> {
         backend!(self, s => s.event_kinds(definition_id))
+    }
+
+    async fn run_counts(&self, q: &RunCountQuery) -> Result<Vec<RunCount>> {
+        backend!(self, s => s.run_counts(q))
     }
 
     async fn slot_runs(&self, definition_id: Uuid, scheduled_for: Timestamp) -> Result<Vec<RunRow>> {

@@ -34,12 +34,16 @@ pub struct GuardRow {
     pub last_attempt_at: Option<Timestamp>,
 }
 
-/// Which runs `GET /v1/runs` and the page read.
+/// Which runs `GET /v1/runs`, the page and `actcore runs` read: every
+/// filter applies in SQL, newest first, `limit` after filtering (0: all).
 #[derive(Clone, Debug, Default)]
 pub struct RunQuery {
     pub definition_id: Option<Uuid>,
     pub since: Option<Timestamp>,
+    /// An `activity_runs.outcome` (`run::Outcome`'s text).
     pub outcome: Option<String>,
+    /// An `activity_runs.trigger` (`run::Trigger`'s text).
+    pub trigger: Option<String>,
     pub limit: i64,
 }
 

@@ -202,6 +202,24 @@ pub struct RunFilter {
     pub limit: i64,
 }
 
+/// Which runs `actcore runs summary` counts: those fired in `[since, until]`.
+#[derive(Clone, Debug)]
+pub struct RunCountQuery {
+    pub definition_id: Option<Uuid>,
+    pub since: Timestamp,
+    pub until: Timestamp,
+}
+
+/// How many runs of one (source, trigger, outcome) a window holds; the
+/// outcome is None for runs still queued or running.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct RunCount {
+    pub source: String,
+    pub trigger: String,
+    pub outcome: Option<String>,
+    pub count: i64,
+}
+
 /// A cheap fingerprint of the definitions table: when it is unchanged, a
 /// worker's periodic re-read can skip loading the specs.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -90,7 +90,7 @@ impl PgStore {
         let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
             "select {} from activity_runs
              where ($1::uuid is null or definition_id = $1) and ($2::timestamptz is null or fired_at >= $2)
-               and ($3::text is null or outcome = $3)
+               and ($3::text is null or outcome = $3) and ($5::text is null or trigger = $5)
              order by fired_at desc, run_id limit $4",
             run_columns()
         )))
@@ -98,6 +98,7 @@ impl PgStore {
         .bind(opt_ts(q.since))
         .bind(q.outcome.as_deref())
         .bind(if q.limit > 0 { q.limit } else { i64::MAX })
+        .bind(q.trigger.as_deref())
         .fetch_all(&self.pool)
         .await?;
         rows.iter().map(run_row).collect()

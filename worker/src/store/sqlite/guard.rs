@@ -99,6 +99,7 @@ impl SqliteStore {
         let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
             "select {} from activity_runs
              where (?1 is null or definition_id = ?1) and (?2 is null or fired_at >= ?2) and (?3 is null or outcome = ?3)
+               and (?5 is null or trigger = ?5)
              order by fired_at desc, run_id limit ?4",
             run_columns()
         )))
@@ -106,6 +107,7 @@ impl SqliteStore {
         .bind(q.since.map(to_text))
         .bind(q.outcome.as_deref())
         .bind(if q.limit > 0 { q.limit } else { i64::MAX })
+        .bind(q.trigger.as_deref())
         .fetch_all(&self.pool)
         .await?;
         Ok(rows.iter().map(run_row).collect::<std::result::Result<_, _>>()?)

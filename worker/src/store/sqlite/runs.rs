@@ -3,7 +3,9 @@
 use crate::error::Result;
 use crate::run::{ErrorCode, State};
 use crate::store::time::to_text;
-use crate::store::{Abandoned, ClaimBatch, Claimed, FinishRun, NewEvent, NewRun, RunFilter, RunRow};
+use crate::store::{
+    Abandoned, ClaimBatch, Claimed, FinishRun, NewEvent, NewRun, RunCount, RunCountQuery, RunFilter, RunRow,
+};
 use jiff::{SignedDuration, Timestamp};
 use sqlx::Row;
 use uuid::Uuid;
@@ -317,6 +319,30 @@ impl SqliteStore {
         .fetch_all(&self.pool)
         .await?;
         rows.iter().map(|r| Ok((r.try_get("kind")?, r.try_get("n")?))).collect()
+    }
+
+    pub async fn run_counts(&self, q: &RunCountQuery) -> Result<Vec<RunCount>> {
+        let rows = sqlx::query(
+            "select source, trigger, outcome, count(*) as n from activity_runs
+             where (?1 is null or definition_id = ?1) and fired_at >= ?2 and fired_at <= ?3
+             group by source, trigger, outcome
+             order by source, trigger, outcome is null, outcome",
+        )
+        .bind(q.definition_id.map(|u| u.to_string()))
+        .bind(to_text(q.since))
+        .bind(to_text(q.until))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(RunCount {
+                    source: r.try_get("source")?,
+                    trigger: r.try_get("trigger")?,
+                    outcome: r.try_get("outcome")?,
+                    count: r.try_get("n")?,
+                })
+            })
+            .collect()
     }
 }
 

@@ -219,6 +219,22 @@ async fn read_endpoints_metrics_and_overrides(backend: Backend) {
         api.json("/v1/runs?since=30m").await.1["runs"].as_array().unwrap().len(),
         1
     );
+    let (_, scheduled) = api.json("/v1/runs?trigger=schedule&limit=1000").await;
+    let all = api.json("/v1/runs?limit=1000").await.1["runs"]
+        .as_array()
+        .unwrap()
+        .len();
+    assert_eq!(
+        scheduled["runs"].as_array().unwrap().len(),
+        all,
+        "every seeded run is scheduled"
+    );
+    assert!(
+        api.json("/v1/runs?trigger=manual").await.1["runs"]
+            .as_array()
+            .unwrap()
+            .is_empty()
+    );
     let (code, one) = api.json(&format!("/v1/runs/{last_error}")).await;
     assert_eq!((code, one["run"]["error_code"].as_str()), (200, Some("transport")));
     assert_eq!(one["run"]["context_snapshot"]["lateness_ms"], 7);
@@ -228,6 +244,7 @@ async fn read_endpoints_metrics_and_overrides(backend: Backend) {
         (format!("/v1/runs/{}", Uuid::new_v4()), 404, "not_found"),
         ("/v1/runs/not-a-uuid".to_string(), 400, "bad_request"),
         ("/v1/runs?outcome=fine".to_string(), 400, "bad_request"),
+        ("/v1/runs?trigger=cron".to_string(), 400, "bad_request"),
         ("/v1/runs?since=yesterday".to_string(), 400, "bad_request"),
         ("/v1/runs?slug=nope".to_string(), 404, "not_found"),
         ("/v2/nothing".to_string(), 404, "not_found"),

@@ -169,10 +169,12 @@ pub(super) struct RunsParams {
     /// A duration back from now (`24h`, `30m`) or an RFC 3339 time.
     since: Option<String>,
     outcome: Option<String>,
+    /// `schedule`, `manual`, `retry` or `fallback`.
+    trigger: Option<String>,
     limit: Option<i64>,
 }
 
-/// `GET /v1/runs?slug=&since=&outcome=&limit=`, newest first.
+/// `GET /v1/runs?slug=&since=&outcome=&trigger=&limit=`, newest first.
 pub(super) async fn runs(State(s): State<ApiState>, Query(p): Query<RunsParams>) -> ApiResult<Json<Value>> {
     let limit = p.limit.unwrap_or(50);
     if !(1..=1000).contains(&limit) {
@@ -189,13 +191,16 @@ pub(super) async fn runs(State(s): State<ApiState>, Query(p): Query<RunsParams>)
     if let Some(o) = &p.outcome {
         o.parse::<Outcome>().map_err(ApiError::bad_request)?;
     }
+    if let Some(t) = &p.trigger {
+        t.parse::<crate::run::Trigger>().map_err(ApiError::bad_request)?;
+    }
     let rows = s
         .store()
         .query_runs(&RunQuery {
             definition_id,
             since,
             outcome: p.outcome.clone(),
-            trigger: None,
+            trigger: p.trigger.clone(),
             limit,
         })
         .await?;

@@ -55,6 +55,7 @@ pub(super) fn spec() -> Value {
                     {"name": "slug", "in": "query", "schema": {"type": "string"}},
                     {"name": "since", "in": "query", "schema": {"type": "string"}, "description": "a duration back from now (24h) or an RFC 3339 time"},
                     {"name": "outcome", "in": "query", "schema": {"type": "string"}},
+                    {"name": "trigger", "in": "query", "schema": {"type": "string", "enum": ["schedule", "manual", "retry", "fallback"]}},
                     {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 1000, "default": 50}}
                 ],
                 "responses": {"200": {"description": "ok"}}

@@ -370,11 +370,16 @@ impl Store {
     }
 
     /// Sets the operator's pause flag; records an event. False if no such activity.
+    /// Without an actor: the audited form ([`crate::ops::apply`]) is what operators use.
     pub async fn set_paused(&self, id: Uuid, paused: bool, now: Timestamp) -> Result<bool> {
-        match self {
-            Store::Postgres(s) => s.set_paused(id, paused, now).await,
-            Store::Sqlite(s) => s.set_paused(id, paused, now).await,
-        }
+        let event = NewEvent {
+            at: now,
+            definition_id: Some(id),
+            run_id: None,
+            kind: if paused { "paused" } else { "resumed" }.into(),
+            detail: serde_json::json!({}),
+        };
+        GuardStore::pause_audited(self, id, paused, &event).await
     }
 }
 

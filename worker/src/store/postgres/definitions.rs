@@ -2,7 +2,7 @@
 
 use crate::definition::Loaded;
 use crate::error::Result;
-use crate::store::{DefinitionsVersion, NOTIFY_CHANNEL, NewEvent, StoredDefinition, plan_from, sync_events};
+use crate::store::{DefinitionsVersion, NOTIFY_CHANNEL, StoredDefinition, plan_from, sync_events};
 use crate::sync::{Existing, SyncReport, Upsert};
 use jiff::Timestamp;
 use jiff_sqlx::Timestamp as SqlTs;
@@ -105,38 +105,6 @@ impl PgStore {
             count: r.try_get("n")?,
             max_updated_at: r.try_get::<Option<SqlTs>, _>("m")?.map(SqlTs::to_jiff),
         })
-    }
-
-    pub async fn set_paused(&self, id: Uuid, paused: bool, now: Timestamp) -> Result<bool> {
-        let mut tx = self.pool.begin().await?;
-        // The database's clock: a laptop running `pause` with a fast clock
-        // must not move the worker's resume point into the future.
-        let n = sqlx::query("update activity_definitions set paused = $2, updated_at = now() where definition_id = $1")
-            .bind(id)
-            .bind(paused)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-        if n > 0 {
-            let kind = if paused { "paused" } else { "resumed" };
-            insert_events(
-                &mut tx,
-                &[NewEvent {
-                    at: now,
-                    definition_id: Some(id),
-                    run_id: None,
-                    kind: kind.into(),
-                    detail: serde_json::json!({}),
-                }],
-            )
-            .await?;
-            sqlx::query("select pg_notify($1, 'pause')")
-                .bind(NOTIFY_CHANNEL)
-                .execute(&mut *tx)
-                .await?;
-        }
-        tx.commit().await?;
-        Ok(n > 0)
     }
 
     pub async fn last_scheduled(&self) -> Result<Vec<(Uuid, Timestamp)>> {

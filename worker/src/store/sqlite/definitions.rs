@@ -3,7 +3,7 @@
 use crate::definition::Loaded;
 use crate::error::Result;
 use crate::store::time::to_text;
-use crate::store::{DefinitionsVersion, NewEvent, StoredDefinition, plan_from, sync_events};
+use crate::store::{DefinitionsVersion, StoredDefinition, plan_from, sync_events};
 use crate::sync::{Existing, SyncReport, Upsert};
 use jiff::Timestamp;
 use sqlx::Row;
@@ -113,30 +113,6 @@ impl SqliteStore {
             count: r.try_get("n")?,
             max_updated_at: opt_ts_of(&r, "m")?,
         })
-    }
-
-    pub async fn set_paused(&self, id: Uuid, paused: bool, now: Timestamp) -> Result<bool> {
-        let mut tx = self.pool.begin().await?;
-        let n = sqlx::query("update activity_definitions set paused = ?2, updated_at = ?3 where definition_id = ?1")
-            .bind(id.to_string())
-            .bind(paused)
-            .bind(to_text(Timestamp::now()))
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-        if n > 0 {
-            let kind = if paused { "paused" } else { "resumed" };
-            let e = NewEvent {
-                at: now,
-                definition_id: Some(id),
-                run_id: None,
-                kind: kind.into(),
-                detail: serde_json::json!({}),
-            };
-            insert_event(&mut tx, &e).await?;
-        }
-        tx.commit().await?;
-        Ok(n > 0)
     }
 
     pub async fn last_scheduled(&self) -> Result<Vec<(Uuid, Timestamp)>> {

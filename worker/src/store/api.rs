@@ -1,5 +1,6 @@
 //! What each part of actcore needs from a store, as three narrow
-//! interfaces: the worker's hot path ([`RunStore`]), the definitions it
+//! interfaces: the worker's hot path and its history retention
+//! ([`RunStore`]), the definitions it
 //! fires ([`DefinitionSource`]) and the history the CLI reads
 //! ([`HistoryStore`]). The worker loop is generic over the first two, so a
 //! test wraps a real store in a fault-injecting one and nothing
@@ -22,6 +23,7 @@ use super::{
     StoredDefinition,
 };
 use crate::error::Result;
+use crate::retention::{PassOutcome, Plan};
 use crate::run::ErrorCode;
 
 /// The worker's hot path: claim, finish, leases, reap, misfires.
@@ -61,6 +63,23 @@ pub trait RunStore: Clone + Send + Sync + 'static {
     ) -> impl Future<Output = Result<u64>> + Send;
 
     fn record_events(&self, events: &[NewEvent]) -> impl Future<Output = Result<()>> + Send;
+
+    /// Whether this store keeps a history that [`RunStore::prune_runs`]
+    /// deletes from (a test double does not: its pruner just waits).
+    fn prunes_history(&self) -> bool {
+        false
+    }
+
+    /// One bounded pass of history retention ([`crate::retention`]):
+    /// deletes finished runs past their class's cutoff, `plan.limits.batch`
+    /// rows per statement, pausing between statements, until none is left,
+    /// `plan.limits.max_rows` is passed or `stop`. Postgres holds an
+    /// advisory lock for the pass, so one replica prunes at a time
+    /// (`LockHeld` when another does); the embedded store is single node.
+    fn prune_runs(&self, plan: &Plan, stop: &CancellationToken) -> impl Future<Output = Result<PassOutcome>> + Send {
+        let _ = (plan, stop);
+        async { Ok(PassOutcome::Pruned(Default::default())) }
+    }
 }
 
 /// The definitions a worker fires, and where it resumes.
@@ -148,6 +167,14 @@ impl RunStore for Store {
             return Ok(());
         }
         backend!(self, s => s.record_events(events))
+    }
+
+    fn prunes_history(&self) -> bool {
+        true
+    }
+
+    async fn prune_runs(&self, plan: &Plan, stop: &CancellationToken) -> Result<PassOutcome> {
+        backend!(self, s => s.prune_runs(plan, stop))
     }
 }
 

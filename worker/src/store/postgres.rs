@@ -15,6 +15,7 @@ use crate::error::Result;
 
 mod definitions;
 mod guard;
+mod retention;
 mod runs;
 
 /// A pool on a Postgres database.

@@ -17,6 +17,7 @@ use crate::error::Result;
 
 mod definitions;
 mod guard;
+mod retention;
 mod runs;
 
 #[derive(Clone, Debug)]

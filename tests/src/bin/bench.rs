@@ -1520,7 +1520,6 @@ async fn run(a: RunArgs) -> Result<()> {
         let r = fire(&ctx, &cfg).await;
         record(r, &cfg.label, &mut results).await;
     }
-    drop(record);
     if only.contains(&Scenario::Sync) {
         for sqlite in [false, true] {
             match sync_only(&ctx, sync_n, sqlite).await {

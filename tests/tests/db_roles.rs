@@ -1,7 +1,8 @@
 //! Least privilege in Postgres: the SQL of `actcore db roles --print`,
 //! applied by a superuser after `actcore migrate`, lets the owner sync and
-//! the runtime role fire normally, while the runtime role is refused DDL
-//! and deleting or rewriting an audit event.
+//! the runtime role fire normally and prune expired runs (its one DELETE,
+//! on `activity_runs`), while it is refused DDL and deleting or rewriting
+//! an audit event.
 
 use std::time::Duration;
 
@@ -106,7 +107,7 @@ async fn the_runtime_role_fires_but_cannot_change_the_schema_or_the_audit_log() 
         "create table sneaky (x int)",
         "delete from activity_events",
         "update activity_events set kind = 'rewritten'",
-        "delete from activity_runs",
+        "truncate activity_runs",
         "truncate activity_events",
     ] {
         let err = sqlx::raw_sql(sqlx::AssertSqlSafe(statement.to_string()))
@@ -117,6 +118,35 @@ async fn the_runtime_role_fires_but_cannot_change_the_schema_or_the_audit_log() 
         // 42501 insufficient_privilege; 42501 also for "must be owner of table".
         assert_eq!(code.as_deref(), Some("42501"), "{statement}: {err}");
     }
+    // Retention: the runtime role prunes finished runs (DELETE on
+    // activity_runs, and the advisory lock) and audits the pass. A `now`
+    // 100 days ahead puts every finished run past its retention.
+    let store = actcore::store::Store::open(Some(&runtime_url)).await.unwrap();
+    let later = jiff::Timestamp::now() + jiff::SignedDuration::from_hours(24 * 100);
+    let outcome = actcore::retention::pruner::pass(
+        &store,
+        "roles-test",
+        later,
+        actcore::retention::PassLimits::default(),
+        &tokio_util::sync::CancellationToken::new(),
+    )
+    .await
+    .expect("the runtime role prunes");
+    match outcome {
+        actcore::retention::PassOutcome::Pruned(p) => assert!(p.total() >= 2, "{p:?}"),
+        other => panic!("{other:?}"),
+    }
+    let left: i64 = sqlx::query_scalar("select count(*) from activity_runs where state not in ('queued', 'running')")
+        .fetch_one(&mut rt)
+        .await
+        .unwrap();
+    assert_eq!(left, 0, "every finished run pruned");
+    let pruned: i64 = sqlx::query_scalar("select count(*) from activity_events where kind = 'runs_pruned'")
+        .fetch_one(&mut rt)
+        .await
+        .unwrap();
+    assert_eq!(pruned, 1, "the pass audited");
+
     // The owner keeps the schema: it may alter (and the next migration will).
     let mut ow = sqlx::PgConnection::connect(&owner_url).await.unwrap();
     sqlx::raw_sql(

@@ -46,6 +46,11 @@ pub struct Definition {
     /// reach) checks after a run; absent when the file has no `[canary]`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub canary: Option<CanarySpec>,
+    /// How long finished runs are kept ([`crate::retention`]); left out of
+    /// the canonical spec at the defaults, so files without `[retention]`
+    /// keep their spec_hash.
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub retention: RetentionSpec,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -185,6 +190,27 @@ pub struct CanarySpec {
     pub time_pointer: String,
 }
 
+/// How long the worker keeps this activity's finished runs in
+/// `activity_runs` (`[retention]`; docs/reference/definitions.md).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetentionSpec {
+    /// `ok`, `lock_skipped`, skipped and blocked runs: 14 days by default.
+    pub succeeded: Dur,
+    /// Everything else that ended (assessment failures, automation errors,
+    /// abandoned): 90 days by default.
+    pub failed: Dur,
+}
+
+impl Default for RetentionSpec {
+    fn default() -> Self {
+        RetentionSpec {
+            succeeded: RETENTION_SUCCEEDED.default,
+            failed: RETENTION_FAILED.default,
+        }
+    }
+}
+
 impl Definition {
     /// Reads a canonical spec as stored by `sync`: tolerant where files are
     /// strict. Keys this binary does not know (a newer `sync` wrote them)
@@ -228,6 +254,7 @@ impl Definition {
                 source_pointer: String::new(),
                 time_pointer: String::new(),
             });
+            full.retention.succeeded = Dur::ZERO;
             full.canonical_json()
         });
         let mut unknown = Vec::new();

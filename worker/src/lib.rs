@@ -15,6 +15,7 @@
 //! - [`action`]: executing the HTTP call; [`snapshot`]: the shape of `context_snapshot`.
 //! - [`store`]: the narrow store interface; Postgres and SQLite.
 //! - [`worker`]: the loop: reconcile, claim, execute, record, leases, shutdown.
+//! - [`retention`]: which finished runs are past their `[retention]` (pure), and the pruning task.
 //! - [`status`]: per-activity status and the recommended action; [`ops`]: the
 //!   operator's audited overrides; [`api`]: the admin API, metrics and status page.
 //! - [`fallback`]: the emergency local fallback (one shot per timer tick, journal, import, systemd units).
@@ -36,6 +37,7 @@ pub mod fallback;
 pub mod guard;
 pub mod misfire;
 pub mod ops;
+pub mod retention;
 pub mod run;
 pub mod schedule;
 pub mod snapshot;

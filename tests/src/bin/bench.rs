@@ -16,6 +16,10 @@
 //!   microseconds of one HTTP execution, schedule maths, and the tokio
 //!   timer's wake precision.
 //! - `actcore-bench sink`: the sink alone, for ad-hoc runs.
+//! - [`peer`]: the reference peer (tokio-cron-scheduler) at the same N
+//!   against the same sink, reported beside actcore in every table.
+//! - [`history`] (`actcore-bench history`): statement and command times on
+//!   a large `activity_runs` beside an empty one, and pruning while firing.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
@@ -39,6 +43,12 @@ use clap::{Args, Parser, Subcommand};
 use jiff::{SignedDuration, Timestamp};
 use sqlx::Connection;
 use uuid::Uuid;
+
+// The crate root is this file: its modules live in bench/, beside it.
+#[path = "bench/history.rs"]
+mod history;
+#[path = "bench/peer.rs"]
+mod peer;
 
 // ---------------------------------------------------------------- allocations
 
@@ -109,6 +119,8 @@ enum Cmd {
     Run(RunArgs),
     /// Profile the hot path: statements, allocations and microseconds of a fire.
     Profile(ProfileArgs),
+    /// History: statements and commands on a large activity_runs, and pruning while firing.
+    History(history::HistoryArgs),
     /// Only the sink: records arrivals and prints a summary on Ctrl-C.
     Sink {
         #[arg(long, default_value_t = 0)]
@@ -174,6 +186,12 @@ struct RunArgs {
     /// Admin URL of the Postgres server (scripts/bench starts one with fsync on).
     #[arg(long, env = "ACTCORE_TEST_PG_URL", hide_env_values = true)]
     pg_url: String,
+    /// Do not run the reference peer (tokio-cron-scheduler) beside each N.
+    #[arg(long)]
+    no_peer: bool,
+    /// The peer's binary [default: `tcron` next to this one; scripts/bench builds it].
+    #[arg(long, env = "ACTCORE_PEER_BIN")]
+    peer_bin: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -202,6 +220,10 @@ fn main() -> Result<()> {
             .enable_all()
             .build()?
             .block_on(profile(args)),
+        Cmd::History(args) => tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()?
+            .block_on(history::run(args)),
         Cmd::Sink { port } => tokio::runtime::Builder::new_multi_thread()
             .enable_all()
             .build()?
@@ -274,12 +296,25 @@ async fn sink_post(
     (StatusCode::OK, OK_BODY)
 }
 
+/// The peer's POST (`/fire/{index}`): no scheduled-for header, so the
+/// arrival counts against the 5-second instant it follows.
+async fn peer_post(State(s): State<SinkState>, UrlPath(index): UrlPath<u32>, _body: Bytes) -> StatusCode {
+    let at_ns = Timestamp::now().as_nanosecond();
+    s.arrivals.lock().unwrap().push(Arrival {
+        index,
+        scheduled_ns: Some(at_ns - at_ns.rem_euclid(5_000_000_000)),
+        at_ns,
+    });
+    StatusCode::OK
+}
+
 impl Sink {
     async fn start(port: u16) -> Result<Sink> {
         let state = SinkState::default();
         state.arrivals.lock().unwrap().reserve(1 << 16);
         let app = Router::new()
             .route("/sink/{index}", any(sink_post))
+            .route("/fire/{index}", any(peer_post))
             .route("/health", get(|| async { "ok" }))
             .with_state(state.clone());
         let socket = tokio::net::TcpSocket::new_v4()?;
@@ -537,6 +572,8 @@ struct Results {
     fires: Vec<FireFigures>,
     syncs: Vec<SyncFigures>,
     idle: Vec<IdleFigures>,
+    /// The reference peer, one run per N (beside actcore's runs of that N).
+    peers: Vec<peer::PeerFigures>,
 }
 
 #[derive(Debug, Default, serde::Serialize)]
@@ -837,6 +874,12 @@ struct FireCfg {
     /// Kill replica-1 (SIGKILL) this long after the middle instant.
     kill: bool,
     lease: Option<String>,
+    /// Use this Postgres database instead of a fresh one (`history`: the same big table twice).
+    db: Option<String>,
+    /// Preload this history into the store after the sync, before the worker starts.
+    preload: Option<history::Preload>,
+    /// More environment for the workers (`history`: the pruner's timing).
+    env: Vec<(String, String)>,
 }
 
 impl FireCfg {
@@ -850,6 +893,9 @@ impl FireCfg {
             replicas: 1,
             kill: false,
             lease: None,
+            db: None,
+            preload: None,
+            env: Vec::new(),
         }
     }
 }
@@ -877,7 +923,9 @@ async fn fire(ctx: &Ctx, cfg: &FireCfg) -> Result<FireFigures> {
     let tmp = tempfile::tempdir()?;
     let defs = tmp.path().join("definitions");
     generate(&defs, cfg.n, &sink.url())?;
-    let url = if cfg.sqlite {
+    let url = if let Some(db) = &cfg.db {
+        db.clone()
+    } else if cfg.sqlite {
         format!("sqlite://{}", tmp.path().join("actcore.db").display())
     } else {
         fresh_pg(&ctx.pg_admin).await?
@@ -885,7 +933,17 @@ async fn fire(ctx: &Ctx, cfg: &FireCfg) -> Result<FireFigures> {
     let store = Store::open_and_migrate(Some(&url))
         .await
         .context("open the bench store")?;
-    let mut sync = timed_sync(&store, &url, &defs, cfg.n).await?;
+    let mut sync = if cfg.db.is_some() {
+        // A database used before: its definitions change (the sink's port), not added.
+        let d = defs.to_str().context("utf-8 path")?;
+        actcore(&["sync", "--definitions", d], &url, &[]).await?;
+        SyncFigures::default()
+    } else {
+        timed_sync(&store, &url, &defs, cfg.n).await?
+    };
+    if let Some(p) = &cfg.preload {
+        history::preload(&url, p).await?;
+    }
     sync.run = cfg.label.clone();
     eprintln!(
         "   sync {} definitions: {:.2} s; no-op resync {:.2} s ({})",
@@ -900,6 +958,9 @@ async fn fire(ctx: &Ctx, cfg: &FireCfg) -> Result<FireFigures> {
     let mut env = vec![("RUST_LOG", "warn".to_string())];
     if let Some(l) = &cfg.lease {
         env.push(("ACTCORE_LEASE", l.clone()));
+    }
+    for (k, v) in &cfg.env {
+        env.push((k.as_str(), v.clone()));
     }
     let env_ref: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
     let spawned = Timestamp::now();
@@ -1403,39 +1464,61 @@ async fn run(a: RunArgs) -> Result<()> {
     }
 
     let mut failures = Vec::new();
-    let mut record = |r: Result<FireFigures>, label: &str, results: &mut Results| match r {
-        Ok(f) => results.fires.push(f),
-        Err(e) => {
-            eprintln!("   {label} FAILED: {e:#}");
-            failures.push(format!("{label}: {e:#}"));
+    let peer_bin = a.peer_bin.clone().unwrap_or_else(peer::default_bin);
+    let with_peer = !a.no_peer;
+    // Each actcore run is followed by the peer at the same N (once per N),
+    // on the same machine minutes apart: the tables put them side by side.
+    let mut record = async |r: Result<FireFigures>, label: &str, results: &mut Results| {
+        let n = match r {
+            Ok(f) => {
+                let n = f.n;
+                let window = f.window_s;
+                results.fires.push(f);
+                Some((n, window))
+            }
+            Err(e) => {
+                eprintln!("   {label} FAILED: {e:#}");
+                failures.push(format!("{label}: {e:#}"));
+                None
+            }
+        };
+        if let Some((n, window)) = n
+            && with_peer
+            && !results.peers.iter().any(|p| p.n == n)
+        {
+            match peer::run(&peer_bin, n, window, ctx.ticks).await {
+                Ok(p) => results.peers.push(p),
+                Err(e) => {
+                    eprintln!("   peer at N={n} FAILED: {e:#}");
+                    failures.push(format!("peer-{n}: {e:#}"));
+                }
+            }
         }
     };
     if only.contains(&Scenario::Pg) {
         for &n in &sizes {
             let cfg = FireCfg::single(format!("pg-{n}"), false, n, window);
             let r = fire(&ctx, &cfg).await;
-            record(r, &cfg.label, &mut results);
+            record(r, &cfg.label, &mut results).await;
         }
     }
     if only.contains(&Scenario::Sqlite) {
         for &n in &sqlite_sizes {
             let cfg = FireCfg::single(format!("sqlite-{n}"), true, n, sqlite_window);
             let r = fire(&ctx, &cfg).await;
-            record(r, &cfg.label, &mut results);
+            record(r, &cfg.label, &mut results).await;
         }
     }
     if only.contains(&Scenario::Replicas) {
         let cfg = FireCfg {
             label: format!("pg-{replica_n}-3-replicas-kill"),
-            sqlite: false,
-            n: replica_n,
-            window: replica_window,
             replicas: 3,
             kill: true,
             lease: replica_lease,
+            ..FireCfg::single(String::new(), false, replica_n, replica_window)
         };
         let r = fire(&ctx, &cfg).await;
-        record(r, &cfg.label, &mut results);
+        record(r, &cfg.label, &mut results).await;
     }
     if only.contains(&Scenario::Sync) {
         for sqlite in [false, true] {
@@ -1484,9 +1567,12 @@ fn markdown(r: &Results) -> String {
     if !r.fires.is_empty() {
         let _ = writeln!(
             s,
-            "| run | store | N | window | expected | received | missed | doubled | rows ok | rows missing | rows doubled | lateness p50 / p99 / max (ms) | wake p99 (ms) |"
+            "| run | store | N | window | expected | received | missed | doubled | rows ok | rows missing | rows doubled | lateness p50 / p99 / max (ms) | wake p99 (ms) | peer p99 (ms) | peer missed |"
         );
-        let _ = writeln!(s, "|---|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---|---:|");
+        let _ = writeln!(
+            s,
+            "|---|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|"
+        );
         for f in &r.fires {
             let missed = if f.missed > 0 {
                 format!(
@@ -1501,7 +1587,7 @@ fn markdown(r: &Results) -> String {
             };
             let _ = writeln!(
                 s,
-                "| {} | {} | {} | {} s ({} instants) | {} | {} | {} | {} | {} | {} | {} | {} / {} / {} | {} |",
+                "| {} | {} | {} | {} s ({} instants) | {} | {} | {} | {} | {} | {} | {} | {} / {} / {} | {} | {} | {} |",
                 f.label,
                 f.backend,
                 f.n,
@@ -1518,7 +1604,40 @@ fn markdown(r: &Results) -> String {
                 ms(f.lateness.p99_us),
                 ms(f.lateness.max_us),
                 ms(f.wake.p99_us),
+                peer_of(r, f.n).map_or("-".into(), |p| ms(p.lateness.p99_us)),
+                peer_of(r, f.n).map_or("-".into(), |p| format!("{} of {}", p.missed, p.expected)),
             );
+        }
+        if !r.peers.is_empty() {
+            let _ = writeln!(
+                s,
+                "\nSide by side with the reference peer (tokio-cron-scheduler, bench/peers/; same sink, same machine, same run; it records nothing):\n"
+            );
+            let _ = writeln!(
+                s,
+                "| N | actcore run | actcore p50 / p99 (ms) | actcore missed | peer p50 / p99 (ms) | peer missed | peer doubled | peer peak RSS (MB) | peer CPU |"
+            );
+            let _ = writeln!(s, "|---:|---|---|---:|---|---:|---:|---:|---:|");
+            for f in &r.fires {
+                let Some(p) = peer_of(r, f.n) else { continue };
+                let _ = writeln!(
+                    s,
+                    "| {} | {} | {} / {} | {} of {} | {} / {} | {} of {} | {} | {:.1} | {:.1}% |",
+                    f.n,
+                    f.label,
+                    ms(f.lateness.p50_us),
+                    ms(f.lateness.p99_us),
+                    f.missed,
+                    f.expected,
+                    ms(p.lateness.p50_us),
+                    ms(p.lateness.p99_us),
+                    p.missed,
+                    p.expected,
+                    p.doubled,
+                    p.peak_rss_mb,
+                    p.cpu_pct,
+                );
+            }
         }
         let _ = writeln!(
             s,
@@ -1608,6 +1727,10 @@ fn markdown(r: &Results) -> String {
         );
     }
     s
+}
+
+fn peer_of(r: &Results, n: usize) -> Option<&peer::PeerFigures> {
+    r.peers.iter().find(|p| p.n == n)
 }
 
 // ---------------------------------------------------------------- profile

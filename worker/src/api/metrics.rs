@@ -32,6 +32,7 @@ pub const CONSECUTIVE_ERRORS: &str = "actcore_consecutive_automation_errors";
 pub const LAST_SUCCESS: &str = "actcore_last_success_timestamp_seconds";
 pub const LAST_ASSESSMENT_FAILURES: &str = "actcore_last_run_assessment_failures";
 pub const UP: &str = "actcore_up";
+pub const RUNS_PRUNED_TOTAL: &str = "actcore_runs_pruned_total";
 
 /// Why an instant was not executed (`actcore_skipped_instants_total{reason}`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -109,6 +110,10 @@ pub fn install() -> PrometheusHandle {
 fn describe() {
     describe_counter!(RUNS_TOTAL, "Runs finished by this process, by activity and outcome.");
     describe_counter!(
+        RUNS_PRUNED_TOTAL,
+        "Finished runs this process deleted past their retention, by class (succeeded, failed)."
+    );
+    describe_counter!(
         SKIPPED_INSTANTS_TOTAL,
         "Instants this process recorded as not executed, by activity and reason (misfire, overlap, paused, circuit_open, budget)."
     );
@@ -159,6 +164,11 @@ pub fn instant_skipped(slug: &str, reason: SkipReason) {
 /// One claim statement took `d`.
 pub fn claim_took(d: Duration) {
     histogram!(CLAIM_SECONDS).record(d.as_secs_f64());
+}
+
+/// Runs a retention pass deleted, per class (`succeeded`, `failed`).
+pub fn runs_pruned(class: &'static str, n: u64) {
+    counter!(RUNS_PRUNED_TOTAL, "class" => class).increment(n);
 }
 
 /// Finished runs not yet written.

@@ -18,6 +18,7 @@ pub struct File {
     pub retry: Option<Retry>,
     pub guard: Option<Guard>,
     pub canary: Option<Canary>,
+    pub retention: Option<Retention>,
 }
 
 #[derive(Deserialize)]
@@ -82,4 +83,11 @@ pub struct Canary {
     pub events_pointer: Option<String>,
     pub source_pointer: Option<String>,
     pub time_pointer: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Retention {
+    pub succeeded: Option<String>,
+    pub failed: Option<String>,
 }

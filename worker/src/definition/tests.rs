@@ -544,3 +544,43 @@ fn a_canary_table_is_read_with_its_pointer_defaults() {
         "canary.time_pointer",
     );
 }
+
+// ---------------------------------------------------------------- retention (issue 13)
+
+#[test]
+fn a_retention_table_is_read_and_its_defaults_keep_the_hash() {
+    let flagship = parse(FLAGSHIP).unwrap();
+    assert_eq!(flagship.retention, RetentionSpec::default());
+    assert_eq!(flagship.retention.succeeded, Dur::from_days(14));
+    assert_eq!(flagship.retention.failed, Dur::from_days(90));
+    // Written at the defaults: the same canonical spec, the same hash.
+    let explicit = parse(&format!(
+        "{FLAGSHIP}\n[retention]\nsucceeded = \"14d\"\nfailed = \"2160h\"\n"
+    ))
+    .unwrap();
+    assert_eq!(explicit.spec_hash(), flagship.spec_hash());
+    let d = parse(&format!("{FLAGSHIP}\n[retention]\nsucceeded = \"3d\"\n")).unwrap();
+    assert_eq!(d.retention.succeeded, Dur::from_days(3));
+    assert_eq!(d.retention.failed, Dur::from_days(90));
+    assert_ne!(d.spec_hash(), flagship.spec_hash());
+    let (read, unknown) = Definition::from_stored_spec(d.canonical_json()).unwrap();
+    assert_eq!((read, unknown.len()), (d, 0));
+}
+
+#[test]
+fn a_bad_retention_is_named_with_its_key_and_fix() {
+    for (table, key) in [
+        ("succeeded = \"soon\"", "retention.succeeded"),
+        ("succeeded = \"1h\"", "retention.succeeded"),
+        ("failed = \"400d\"", "retention.failed"),
+    ] {
+        one_problem(&format!("{FLAGSHIP}\n[retention]\n{table}\n"), key);
+    }
+    let p = one_problem(
+        &format!("{FLAGSHIP}\n[retention]\nsucceeded = \"1h\"\n"),
+        "retention.succeeded",
+    );
+    assert!(p.fix.contains("1d") && p.fix.contains("14d"), "{p}");
+    let p = one_problem(&format!("{FLAGSHIP}\n[retention]\nkept = \"1d\"\n"), "retention.kept");
+    assert!(p.fix.contains("succeeded") && p.fix.contains("failed"), "{p}");
+}

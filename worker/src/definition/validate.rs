@@ -1,7 +1,7 @@
 //! Field-by-field validation of a parsed file into a [`Definition`], with
 //! the bounds of every duration key. The core (identity, `[schedule]`) is
 //! here; `action` checks `[action]` and `[result]`, `policy` the
-//! self-healing and canary tables.
+//! self-healing, canary and retention tables.
 
 use super::*;
 
@@ -12,7 +12,7 @@ mod policy;
 /// contract for definition files; `definitions check` names them.
 #[derive(Clone, Copy, Debug)]
 pub(super) struct Limits {
-    default: Dur,
+    pub(super) default: Dur,
     bounds: Bounds,
 }
 
@@ -44,6 +44,11 @@ pub(super) const COOLDOWN: Limits = limits(Dur::from_secs(120), Dur::ZERO, DAY);
 pub(super) const WINDOW: Limits = limits(Dur::from_secs(3600), SECOND, Dur::from_days(31));
 /// `guard.open_for`: 30 min; from 1 s to a week.
 pub(super) const OPEN_FOR: Limits = limits(Dur::from_secs(1800), SECOND, Dur::from_days(7));
+
+/// `retention.succeeded`: 14 days; from 1 day to a year (LONGEST).
+pub(super) const RETENTION_SUCCEEDED: Limits = limits(Dur::from_days(14), DAY, Bounds::LONGEST);
+/// `retention.failed`: 90 days; from 1 day to a year (LONGEST).
+pub(super) const RETENTION_FAILED: Limits = limits(Dur::from_days(90), DAY, Bounds::LONGEST);
 
 pub(super) struct Validator<'a> {
     pub(super) file: &'a Path,
@@ -163,6 +168,7 @@ impl Validator<'_> {
         let retry = self.retry(raw.retry.unwrap_or_default());
         let guard = self.guard(raw.guard.unwrap_or_default());
         let canary = raw.canary.map(|c| self.canary(c));
+        let retention = self.retention(raw.retention.unwrap_or_default());
         Some(Definition {
             id: id?,
             name,
@@ -174,6 +180,7 @@ impl Validator<'_> {
             retry,
             guard,
             canary: canary.flatten(),
+            retention,
         })
     }
 

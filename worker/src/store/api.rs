@@ -1,5 +1,6 @@
 //! What each part of actcore needs from a store, as three narrow
-//! interfaces: the worker's hot path ([`RunStore`]), the definitions it
+//! interfaces: the worker's hot path and its history retention
+//! ([`RunStore`]), the definitions it
 //! fires ([`DefinitionSource`]) and the history the CLI reads
 //! ([`HistoryStore`]). The worker loop is generic over the first two, so a
 //! test wraps a real store in a fault-injecting one and nothing
@@ -24,6 +25,7 @@ use super::{
 };
 use crate::error::Result;
 use crate::guard::Admission;
+use crate::retention::{PassOutcome, Plan};
 use crate::run::ErrorCode;
 
 /// The worker's hot path: claim, finish, leases, reap, misfires.
@@ -89,6 +91,22 @@ pub trait RunStore: Clone + Send + Sync + 'static {
 
     /// Queues one run and writes its audit rows, in one transaction; false if its id exists.
     fn enqueue(&self, q: &Queued, events: &[NewEvent]) -> impl Future<Output = Result<bool>> + Send;
+    /// Whether this store keeps a history that [`RunStore::prune_runs`]
+    /// deletes from (a test double does not: its pruner just waits).
+    fn prunes_history(&self) -> bool {
+        false
+    }
+
+    /// One bounded pass of history retention ([`crate::retention`]):
+    /// deletes finished runs past their class's cutoff, `plan.limits.batch`
+    /// rows per statement, pausing between statements, until none is left,
+    /// `plan.limits.max_rows` is passed or `stop`. Postgres holds an
+    /// advisory lock for the pass, so one replica prunes at a time
+    /// (`LockHeld` when another does); the embedded store is single node.
+    fn prune_runs(&self, plan: &Plan, stop: &CancellationToken) -> impl Future<Output = Result<PassOutcome>> + Send {
+        let _ = (plan, stop);
+        async { Ok(PassOutcome::Pruned(Default::default())) }
+    }
 }
 
 /// The definitions a worker fires, and where it resumes.
@@ -208,6 +226,14 @@ impl RunStore for Store {
 
     async fn enqueue(&self, q: &Queued, events: &[NewEvent]) -> Result<bool> {
         backend!(self, s => s.enqueue(q, events))
+    }
+
+    fn prunes_history(&self) -> bool {
+        true
+    }
+
+    async fn prune_runs(&self, plan: &Plan, stop: &CancellationToken) -> Result<PassOutcome> {
+        backend!(self, s => s.prune_runs(plan, stop))
     }
 }
 

@@ -16,6 +16,7 @@ use crate::error::Result;
 mod definitions;
 mod guard;
 mod queue;
+mod retention;
 mod runs;
 
 /// A pool on a Postgres database.

@@ -2,7 +2,8 @@
 //! a DBA. Migrations run as the schema owner (the sync Job); the workers and
 //! the API log in as a role holding only the statements they use: no DDL,
 //! and no UPDATE or DELETE on `activity_events`, so the audit log is
-//! append-only by grant, not by convention.
+//! append-only by grant, not by convention. The one DELETE it holds is on
+//! `activity_runs`: the worker prunes finished runs past their retention.
 
 /// The role names the SQL uses.
 #[derive(Clone, Debug)]
@@ -20,7 +21,9 @@ pub const RUNTIME_GRANTS: &[(&str, &str)] = &[
     ("activity_definitions", "select"),
     // Pause and resume are operator state the API writes; sync (definitions) runs as the owner.
     ("activity_definitions", "update (paused, updated_at)"),
-    ("activity_runs", "select, insert, update"),
+    // DELETE: the worker prunes finished runs past their `[retention]`
+    // (crate::retention); never on activity_events, which stays append-only.
+    ("activity_runs", "select, insert, update, delete"),
     ("activity_guard", "select, insert, update"),
     ("activity_events", "select, insert"),
 ];

@@ -18,6 +18,7 @@ use crate::error::Result;
 mod definitions;
 mod guard;
 mod queue;
+mod retention;
 mod runs;
 
 #[derive(Clone, Debug)]

@@ -204,6 +204,10 @@ pub async fn run_with<S: RunStore + DefinitionSource>(
         core.ledger(&give_up).run(channels.unfired, drained.clone()),
     );
     services.spawn("the lease keeper", leases::keep(core.clone(), background.clone()));
+    services.spawn(
+        "the pruner",
+        crate::retention::pruner::run(store.clone(), config.worker_id.clone(), background.clone()),
+    );
     let (listener, wake2, stop2) = (store.clone(), wake.clone(), background.clone());
     services.spawn(
         "the definitions listener",

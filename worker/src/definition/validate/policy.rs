@@ -1,5 +1,5 @@
-//! Validation of the self-healing and verification tables: `[retry]`,
-//! `[guard]` and `[canary]`.
+//! Validation of the self-healing, verification and history tables:
+//! `[retry]`, `[guard]`, `[canary]` and `[retention]`.
 
 use super::*;
 
@@ -74,6 +74,17 @@ impl Validator<'_> {
             open_for: self
                 .duration(g.open_for, "guard.open_for", OPEN_FOR)
                 .unwrap_or_default(),
+        }
+    }
+
+    pub(super) fn retention(&mut self, r: raw::Retention) -> RetentionSpec {
+        RetentionSpec {
+            succeeded: self
+                .duration(r.succeeded, "retention.succeeded", RETENTION_SUCCEEDED)
+                .unwrap_or(RETENTION_SUCCEEDED.default),
+            failed: self
+                .duration(r.failed, "retention.failed", RETENTION_FAILED)
+                .unwrap_or(RETENTION_FAILED.default),
         }
     }
 }

@@ -1,0 +1,335 @@
+//! `actcore-bench history`: does a long history slow actcore down, and does
+//! pruning it disturb firing? (issue 13)
+//!
+//! 1. **Side by side, one run**: two databases with the same N definitions
+//!    (the bench's and the flagship), one with an empty `activity_runs`,
+//!    one preloaded with `--rows` runs (`insert … select from
+//!    generate_series`, in chunks). On each: the claim and the finish
+//!    statements of N runs (the library's, as the worker calls them),
+//!    `actcore status`, `actcore runs --slug bench-00000 --limit 5` and the
+//!    runbook's SQL (CONTRACTS §3), each the median of a few repetitions.
+//! 2. **Pruning while firing**: N activities fire on the preloaded
+//!    database for `--window` seconds, first with the pruner idle, then with
+//!    one pass deleting the `--expired` runs (of the preload, older than
+//!    any retention) during the window; lateness at the sink, p50/p99, for
+//!    both.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use actcore::store::{ClaimBatch, ClaimItem, FinishRun, RunStore, Store};
+use anyhow::{Context, Result};
+use clap::Args;
+use jiff::{SignedDuration, Timestamp};
+use sqlx::Connection;
+use uuid::Uuid;
+
+use super::{Ctx, FireCfg, FireFigures, actcore, clock_ticks, fire, fresh_pg, generate, ms};
+
+/// The runbook query (CONTRACTS §3), byte for byte.
+const RUNBOOK_SQL: &str = "select run_id, fired_at, scheduled_for,
+       context_snapshot->'consistency_sweep_remote_all' as sweep_result
+from activity_runs
+where definition_id = '7c4e9a12-8f3b-4d5e-9c6a-1b2d3e4f5a6b'
+order by fired_at desc limit 5;";
+
+#[derive(Debug, Args)]
+pub(crate) struct HistoryArgs {
+    /// Runs preloaded into the big table.
+    #[arg(long, default_value_t = 10_000_000)]
+    rows: u64,
+    /// Of those, how many are past every retention (fired > 100 days ago): what the pruner deletes.
+    #[arg(long, default_value_t = 1_000_000)]
+    expired: u64,
+    /// Activities (definitions; they fire in part 2).
+    #[arg(long, default_value_t = 1000)]
+    n: usize,
+    /// Seconds of firing in each part-2 run.
+    #[arg(long, default_value_t = 120)]
+    window: u64,
+    /// Repetitions of each part-1 measurement (the median is reported).
+    #[arg(long, default_value_t = 5)]
+    reps: usize,
+    /// Skip part 2 (pruning while firing).
+    #[arg(long)]
+    no_firing: bool,
+    #[arg(long, default_value = "target/bench")]
+    out: PathBuf,
+    #[arg(long, env = "ACTCORE_TEST_PG_URL", hide_env_values = true)]
+    pg_url: String,
+}
+
+/// A history to preload: `rows` runs spread over the activities, the
+/// first `expired` fired over 100 days ago (past both default
+/// retentions), the rest within the last 13 days (kept).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Preload {
+    pub rows: u64,
+    pub expired: u64,
+}
+
+/// Inserts the history in chunks of a million rows, then analyses.
+pub(crate) async fn preload(url: &str, p: &Preload) -> Result<()> {
+    let mut conn = sqlx::PgConnection::connect(url).await?;
+    let t0 = Instant::now();
+    let chunk = 1_000_000u64;
+    let mut lo = 1u64;
+    while lo <= p.rows {
+        let hi = (lo + chunk - 1).min(p.rows);
+        // Outcomes: 1 in 20 automation_error, 1 in 50 skipped_misfire,
+        // 1 in 33 assessment_failures, the rest ok; a small realistic snapshot.
+        sqlx::query(
+            "insert into activity_runs (run_id, definition_id, fired_at, scheduled_for, trigger, source, attempt,
+                 state, outcome, automation_error, assessment_failures, context_snapshot, worker_id,
+                 started_at, finished_at, spec_hash)
+             select gen_random_uuid(), d.ids[1 + (g % cardinality(d.ids))], s.t, s.t, 'schedule', 'activity-core', 1,
+                 case when g % 20 = 0 then 'failed' when g % 50 = 1 then 'skipped' else 'succeeded' end,
+                 case when g % 20 = 0 then 'automation_error' when g % 50 = 1 then 'skipped_misfire'
+                      when g % 33 = 2 then 'assessment_failures' else 'ok' end,
+                 g % 20 = 0, case when g % 33 = 2 and g % 20 <> 0 and g % 50 <> 1 then 3 else 0 end,
+                 jsonb_build_object('trigger', 'schedule', 'lateness_ms', 0.3, 'http_status', 200,
+                     'duration_ms', 42, 'spec_hash', 'bench',
+                     'consistency_sweep_remote_all', jsonb_build_object('exit_code', 0,
+                         'automation_error', false, 'assessment_failures', 0, 'lock_skipped', false)),
+                 'bench-preload', s.t, s.t + interval '40 milliseconds', 'bench'
+             from (select array_agg(definition_id order by definition_id) as ids from activity_definitions) d,
+                  lateral (select g, case when g <= $3
+                                  then now() - interval '100 days' - g * interval '1 second'
+                                  else now() - interval '1 minute'
+                                       - interval '13 days' * (($4 - g)::float8 / greatest($4 - $3, 1))
+                                  end as t
+                           from generate_series($1::bigint, $2::bigint) g) s",
+        )
+        .bind(lo as i64)
+        .bind(hi as i64)
+        .bind(p.expired as i64)
+        .bind(p.rows as i64)
+        .execute(&mut conn)
+        .await
+        .context("preload activity_runs")?;
+        eprintln!(
+            "   preloaded {hi} of {} runs ({:.0} s)",
+            p.rows,
+            t0.elapsed().as_secs_f64()
+        );
+        lo = hi + 1;
+    }
+    sqlx::query("analyze activity_runs").execute(&mut conn).await?;
+    let size: String = sqlx::query_scalar("select pg_size_pretty(pg_total_relation_size('activity_runs'))")
+        .fetch_one(&mut conn)
+        .await?;
+    eprintln!(
+        "   preload done in {:.0} s; activity_runs with its indexes: {size}",
+        t0.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v.get(v.len() / 2).copied().unwrap_or_default()
+}
+
+/// Part 1 on one database: median milliseconds of each measurement.
+async fn measure(url: &str, n: usize, reps: usize) -> Result<Vec<(String, f64)>> {
+    let store = Store::open(Some(url)).await?;
+    let ids: Vec<Uuid> = (0..n).map(super::def_id).collect();
+    let (mut claims, mut finishes) = (Vec::new(), Vec::new());
+    // Instants far ahead of the preload and of each other.
+    let base = Timestamp::now() + SignedDuration::from_hours(24);
+    for k in 0..reps {
+        let at = base + SignedDuration::from_secs(5 * k as i64);
+        let items: Vec<ClaimItem> = ids
+            .iter()
+            .map(|id| ClaimItem {
+                run_id: Uuid::now_v7(),
+                definition_id: *id,
+                spec_hash: "bench".into(),
+                skip_if_running: false,
+                buffer_until: None,
+                snapshot: serde_json::json!({"trigger": "schedule"}),
+            })
+            .collect();
+        let t = Instant::now();
+        let won = store
+            .claim(&ClaimBatch {
+                scheduled_for: at,
+                fired_at: at,
+                worker_id: "history-bench",
+                lease: SignedDuration::from_secs(30),
+                items: &items,
+                finished_unwritten: &[],
+            })
+            .await?;
+        claims.push(t.elapsed());
+        let done: Vec<FinishRun> = won
+            .iter()
+            .map(|c| FinishRun {
+                run_id: c.run_id,
+                state: actcore::run::State::Succeeded,
+                outcome: actcore::run::Outcome::Ok,
+                automation_error: false,
+                assessment_failures: 0,
+                error_code: None,
+                error_message: None,
+                snapshot: serde_json::json!({"http_status": 200}),
+                finished_at: at + SignedDuration::from_millis(40),
+                settle: None,
+            })
+            .collect();
+        let t = Instant::now();
+        store.finish_runs(&done).await?;
+        finishes.push(t.elapsed());
+    }
+    let timed = |v: Vec<Duration>| median(v).as_secs_f64() * 1000.0;
+    let mut out = vec![
+        (format!("claim of {n} runs (one instant)"), timed(claims)),
+        (format!("finish of {n} runs"), timed(finishes)),
+    ];
+    let mut status = Vec::new();
+    let mut runs = Vec::new();
+    let mut runbook = Vec::new();
+    let mut conn = sqlx::PgConnection::connect(url).await?;
+    for _ in 0..reps {
+        status.push(actcore(&["status"], url, &[]).await?.0);
+        runs.push(
+            actcore(&["runs", "--slug", "bench-00000", "--limit", "5"], url, &[])
+                .await?
+                .0,
+        );
+        let t = Instant::now();
+        sqlx::raw_sql(RUNBOOK_SQL).fetch_all(&mut conn).await?;
+        runbook.push(t.elapsed());
+    }
+    out.push(("`actcore status` (process)".into(), timed(status)));
+    out.push((
+        "`actcore runs --slug bench-00000 --limit 5` (process)".into(),
+        timed(runs),
+    ));
+    out.push(("runbook SQL (CONTRACTS §3)".into(), timed(runbook)));
+    store_close(store).await;
+    Ok(out)
+}
+
+async fn store_close(store: Store) {
+    super::close(&store).await;
+}
+
+/// A database with the bench's N definitions and the flagship.
+async fn with_definitions(admin: &str, n: usize) -> Result<String> {
+    let url = fresh_pg(admin).await?;
+    Store::open_and_migrate(Some(&url)).await?;
+    let dir = tempfile::tempdir()?;
+    generate(dir.path(), n, "http://127.0.0.1:9")?;
+    let flagship =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../definitions/state-hub-consistency-sweep.toml");
+    std::fs::copy(flagship, dir.path().join("state-hub-consistency-sweep.toml"))?;
+    let d = dir.path().to_str().context("utf-8 path")?;
+    actcore(&["sync", "--definitions", d], &url, &[]).await?;
+    Ok(url)
+}
+
+pub(crate) async fn run(a: HistoryArgs) -> Result<()> {
+    std::fs::create_dir_all(&a.out)?;
+    let out = std::fs::canonicalize(&a.out)?;
+    let p = Preload {
+        rows: a.rows,
+        expired: a.expired.min(a.rows),
+    };
+    eprintln!(
+        "== history, part 1: {} definitions; an empty activity_runs beside one with {} runs",
+        a.n, p.rows
+    );
+    let empty = with_definitions(&a.pg_url, a.n).await?;
+    let big = with_definitions(&a.pg_url, a.n).await?;
+    preload(&big, &p).await?;
+    let on_empty = measure(&empty, a.n, a.reps).await?;
+    let on_big = measure(&big, a.n, a.reps).await?;
+    let mut md = format!(
+        "History: {} definitions; medians of {} repetitions (ms).\n\n| measurement | empty activity_runs | {} runs |\n|---|---:|---:|\n",
+        a.n, a.reps, p.rows
+    );
+    for ((what, e), (_, b)) in on_empty.iter().zip(&on_big) {
+        md.push_str(&format!("| {what} | {e:.1} | {b:.1} |\n"));
+        eprintln!("   {what}: empty {e:.1} ms, {} rows {b:.1} ms", p.rows);
+    }
+
+    if !a.no_firing {
+        eprintln!(
+            "== history, part 2: {} activities firing on the {}-row table, without and with pruning {} runs",
+            a.n, p.rows, p.expired
+        );
+        let ctx = Ctx {
+            pg_admin: a.pg_url.clone(),
+            pg_statements: false,
+            dump: false,
+            out: out.clone(),
+            ticks: clock_ticks(),
+        };
+        // The same database twice: the pruner idle, then one pass of all the
+        // expired runs starting at the window (the harness's start-up margin).
+        let idle = FireCfg {
+            db: Some(big.clone()),
+            env: vec![("ACTCORE_RETENTION_FIRST".into(), "1h".into())],
+            ..FireCfg::single(format!("history-{}-idle", a.n), false, a.n, a.window)
+        };
+        let start_ms = 2000 + a.n as u64 / 5 + 5000 + 3000;
+        let pruning = FireCfg {
+            db: Some(big.clone()),
+            env: vec![
+                ("ACTCORE_RETENTION_FIRST".into(), format!("{start_ms}ms")),
+                ("ACTCORE_RETENTION_EVERY".into(), "1h".into()),
+                ("ACTCORE_RETENTION_MAX_ROWS".into(), p.expired.max(1).to_string()),
+            ],
+            ..FireCfg::single(format!("history-{}-pruning", a.n), false, a.n, a.window)
+        };
+        let without = fire(&ctx, &idle).await?;
+        let t0 = Timestamp::now();
+        let with = fire(&ctx, &pruning).await?;
+        let mut conn = sqlx::PgConnection::connect(&big).await?;
+        let since = t0.to_string();
+        let pass: Option<serde_json::Value> = sqlx::query_scalar(
+            "select detail from activity_events where kind = 'runs_pruned' and at >= $1::text::timestamptz order by at limit 1",
+        )
+        .bind(&since)
+        .fetch_optional(&mut conn)
+        .await?;
+        let left: i64 =
+            sqlx::query_scalar("select count(*) from activity_runs where fired_at < now() - interval '90 days'")
+                .fetch_one(&mut conn)
+                .await?;
+        let row = |f: &FireFigures| {
+            format!(
+                "| {} | {} of {} | {} / {} / {} | {} |\n",
+                f.label,
+                f.received,
+                f.expected,
+                ms(f.lateness.p50_us),
+                ms(f.lateness.p99_us),
+                ms(f.lateness.max_us),
+                f.missed
+            )
+        };
+        md.push_str(&format!(
+            "\n{} activities on */5 s firing on the {}-row table for {} s each:\n\n| run | received | lateness p50 / p99 / max (ms) | missed |\n|---|---:|---|---:|\n",
+            a.n, p.rows, a.window
+        ));
+        md.push_str(&row(&without));
+        md.push_str(&row(&with));
+        let change = (with.lateness.p99_us as f64 / without.lateness.p99_us.max(1) as f64 - 1.0) * 100.0;
+        md.push_str(&format!(
+            "\np99 with pruning vs without: {change:+.0}%. Pruning pass: {}; expired runs left after the run: {left}.\n",
+            match &pass {
+                Some(d) => format!("deleted {} (succeeded class {}, failed class {}) in {} statements{}",
+                    d["deleted"]["succeeded"].as_u64().unwrap_or(0) + d["deleted"]["failed"].as_u64().unwrap_or(0),
+                    d["deleted"]["succeeded"], d["deleted"]["failed"], d["statements"],
+                    if d["bounded"].as_bool() == Some(true) { ", stopped at its bound" } else { "" }),
+                None => "no runs_pruned event (see the worker log)".into(),
+            }
+        ));
+    }
+    println!("{md}");
+    std::fs::write(out.join("history.md"), &md)?;
+    eprintln!("results: {}/history.md", out.display());
+    Ok(())
+}

@@ -1,0 +1,18 @@
+//! History retention: `activity_runs` grows by one row per fire, so the
+//! worker deletes finished runs once they are older than their
+//! activity's `[retention]` (docs/design.md, "History retention").
+//!
+//! - [`policy`]: pure: which class a row is, the cutoffs of a pass given
+//!   `now`, the groups of activities sharing a retention, the audit row.
+//! - [`pruner`]: the worker's background task: a bounded pass every 10
+//!   minutes (under a Postgres advisory lock, so one replica prunes at a
+//!   time), audited as one `runs_pruned` event per pass that deleted rows.
+//!
+//! The statements are the stores' (`store/postgres/retention.rs`,
+//! `store/sqlite/retention.rs`); `activity_events` is never pruned by the
+//! worker (its role may not delete from it).
+
+pub mod policy;
+pub mod pruner;
+
+pub use self::policy::{Class, Cutoffs, Group, PassLimits, PassOutcome, Plan, Pruned, Scope, plan};

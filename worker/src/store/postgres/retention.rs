@@ -1,0 +1,95 @@
+//! History retention on Postgres (`crate::retention`): a pass holds a
+//! session advisory lock on a connection of its own, so one replica prunes
+//! at a time, and deletes expired runs by run id, a batch per statement,
+//! oldest first along `activity_runs_fired` / `activity_runs_history`.
+
+use sqlx::postgres::PgConnectOptions;
+use sqlx::{Connection, PgConnection};
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use super::{PgStore, ts};
+use crate::error::Result;
+use crate::retention::policy::PG_LOCK_KEY;
+use crate::retention::{Class, PassOutcome, Plan, Pruned, Scope};
+use crate::store::connect_error;
+
+impl PgStore {
+    pub async fn prune_runs(&self, plan: &Plan, stop: &CancellationToken) -> Result<PassOutcome> {
+        // Not a pooled connection: the session lock lives and dies with this
+        // one (closing or losing it releases the lock), where a pooled one
+        // would hand a held lock on to its next user.
+        let options: PgConnectOptions = self.url.parse().map_err(|e| connect_error(&self.url, e))?;
+        let mut conn = PgConnection::connect_with(&options).await?;
+        let locked: bool = sqlx::query_scalar("select pg_try_advisory_lock($1)")
+            .bind(PG_LOCK_KEY)
+            .fetch_one(&mut conn)
+            .await?;
+        if !locked {
+            let _ = conn.close().await;
+            return Ok(PassOutcome::LockHeld);
+        }
+        let mut pruned = Pruned::default();
+        let result = delete_expired(&mut conn, plan, stop, &mut pruned).await;
+        // Closing the session releases the lock too; unlock first to be plain about it.
+        let _ = sqlx::query("select pg_advisory_unlock($1)")
+            .bind(PG_LOCK_KEY)
+            .execute(&mut conn)
+            .await;
+        let _ = conn.close().await;
+        result?;
+        Ok(PassOutcome::Pruned(pruned))
+    }
+}
+
+async fn delete_expired(
+    conn: &mut PgConnection,
+    plan: &Plan,
+    stop: &CancellationToken,
+    pruned: &mut Pruned,
+) -> Result<()> {
+    // A statement that cannot finish (a lock held by a stuck session) gives
+    // up rather than holding the pruner forever.
+    sqlx::query("set statement_timeout = '60s'").execute(&mut *conn).await?;
+    let limits = plan.limits;
+    for group in &plan.groups {
+        let (ids, only): (&[Uuid], bool) = match &group.scope {
+            Scope::Only(ids) => (ids, true),
+            Scope::AllExcept(ids) => (ids, false),
+        };
+        for class in Class::ALL {
+            let sql = format!(
+                "delete from activity_runs where run_id in (
+                     select run_id from activity_runs
+                     where fired_at < $1 and {class} and {scope}
+                     order by fired_at limit $3)",
+                class = class.sql(),
+                scope = if only {
+                    "definition_id = any($2)"
+                } else {
+                    "not (definition_id = any($2))"
+                },
+            );
+            loop {
+                if stop.is_cancelled() || pruned.total() >= limits.max_rows {
+                    pruned.bounded = true;
+                    return Ok(());
+                }
+                let n = sqlx::query(sqlx::AssertSqlSafe(sql.clone()))
+                    .bind(ts(group.cutoffs.of(class)))
+                    .bind(ids)
+                    .bind(i64::from(limits.batch))
+                    .execute(&mut *conn)
+                    .await?
+                    .rows_affected();
+                pruned.statements += 1;
+                pruned.add(class, n);
+                if n < u64::from(limits.batch) {
+                    break;
+                }
+                tokio::time::sleep(limits.pause).await;
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,56 @@
+//! History retention on the embedded store (`crate::retention`): the same
+//! statements as Postgres (`store/postgres/retention.rs`), without a lock:
+//! one process owns the file. Each batch is its own short write
+//! transaction, so the worker's claims and results interleave with a pass.
+
+use tokio_util::sync::CancellationToken;
+
+use super::SqliteStore;
+use crate::error::Result;
+use crate::retention::{Class, PassOutcome, Plan, Pruned, Scope};
+use crate::store::time::to_text;
+
+impl SqliteStore {
+    pub async fn prune_runs(&self, plan: &Plan, stop: &CancellationToken) -> Result<PassOutcome> {
+        let limits = plan.limits;
+        let mut pruned = Pruned::default();
+        for group in &plan.groups {
+            let (ids, only) = match &group.scope {
+                Scope::Only(ids) => (ids, true),
+                Scope::AllExcept(ids) => (ids, false),
+            };
+            let ids = serde_json::to_string(&ids.iter().map(|u| u.to_string()).collect::<Vec<_>>())
+                .expect("a list of strings serialises");
+            for class in Class::ALL {
+                let sql = format!(
+                    "delete from activity_runs where run_id in (
+                         select run_id from activity_runs
+                         where fired_at < ?1 and {class} and definition_id {not}in (select value from json_each(?2))
+                         order by fired_at limit ?3)",
+                    class = class.sql(),
+                    not = if only { "" } else { "not " },
+                );
+                loop {
+                    if stop.is_cancelled() || pruned.total() >= limits.max_rows {
+                        pruned.bounded = true;
+                        return Ok(PassOutcome::Pruned(pruned));
+                    }
+                    let n = sqlx::query(sqlx::AssertSqlSafe(sql.clone()))
+                        .bind(to_text(group.cutoffs.of(class)))
+                        .bind(&ids)
+                        .bind(i64::from(limits.batch))
+                        .execute(&self.pool)
+                        .await?
+                        .rows_affected();
+                    pruned.statements += 1;
+                    pruned.add(class, n);
+                    if n < u64::from(limits.batch) {
+                        break;
+                    }
+                    tokio::time::sleep(limits.pause).await;
+                }
+            }
+        }
+        Ok(PassOutcome::Pruned(pruned))
+    }
+}

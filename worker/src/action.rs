@@ -63,6 +63,25 @@ struct Sendable {
     body: Option<bytes::Bytes>,
     /// "METHOD url", password masked: the start of every error message.
     what: String,
+    /// What it was built from: a request whose public fields were edited
+    /// after [`prepare`] is rebuilt at send time instead.
+    from: (String, Vec<(String, String)>),
+}
+
+impl Sendable {
+    fn of(method: &Method, url: &str, headers: &[(String, String)], body: Option<&[u8]>) -> Result<Sendable, String> {
+        Ok(Sendable {
+            url: Url::parse(url).map_err(|e| format!("action.url: `{}` is not a valid URL: {e}", redact_url(url)))?,
+            headers: fixed_headers(headers, body.is_some())?,
+            body: body.map(bytes::Bytes::copy_from_slice),
+            what: format!("{method} {}", redact_url(url)),
+            from: (url.to_string(), headers.to_vec()),
+        })
+    }
+
+    fn matches(&self, req: &PreparedRequest) -> bool {
+        self.from.0 == req.url && self.from.1 == req.headers && self.body.as_deref() == req.body.as_deref()
+    }
 }
 
 impl fmt::Debug for PreparedRequest {
@@ -121,12 +140,7 @@ pub fn prepare(action: &ActionSpec, mut lookup: impl FnMut(&str) -> Option<Strin
         use sha2::Digest;
         sha2::Sha256::digest(b).iter().map(|x| format!("{x:02x}")).collect()
     });
-    let sendable = Sendable {
-        url: Url::parse(&url).map_err(|e| format!("action.url: {e}"))?,
-        headers: fixed_headers(&headers, body.is_some())?,
-        body: body.clone().map(bytes::Bytes::from),
-        what: format!("{method} {}", redact_url(&url)),
-    };
+    let sendable = Sendable::of(&method, &url, &headers, body.as_deref())?;
     Ok(PreparedRequest {
         method,
         url,
@@ -245,7 +259,18 @@ impl HttpExecutor {
         {
             return no_response(ErrorCode::Preflight, message, None);
         }
-        let send = &req.sendable;
+        let rebuilt;
+        let send = if req.sendable.matches(req) {
+            &req.sendable
+        } else {
+            match Sendable::of(&req.method, &req.url, &req.headers, req.body.as_deref()) {
+                Ok(s) => {
+                    rebuilt = s;
+                    &rebuilt
+                }
+                Err(message) => return no_response(ErrorCode::Config, message, None),
+            }
+        };
         let headers = match request_headers(send, run) {
             Ok(h) => h,
             Err(message) => return no_response(ErrorCode::Config, message, None),

@@ -51,6 +51,37 @@ pub struct PreparedRequest {
     pub timeout: Duration,
     /// Rendered preflight URL: a GET that must answer 2xx before the main call.
     pub preflight: Option<String>,
+    /// What every send repeats, done once: `url` parsed, the headers
+    /// (the definition's and the content type) validated, the body shared.
+    sendable: Sendable,
+}
+
+#[derive(Clone)]
+struct Sendable {
+    url: Url,
+    headers: Vec<(HeaderName, HeaderValue)>,
+    body: Option<bytes::Bytes>,
+    /// "METHOD url", password masked: the start of every error message.
+    what: String,
+    /// What it was built from: a request whose public fields were edited
+    /// after [`prepare`] is rebuilt at send time instead.
+    from: (String, Vec<(String, String)>),
+}
+
+impl Sendable {
+    fn of(method: &Method, url: &str, headers: &[(String, String)], body: Option<&[u8]>) -> Result<Sendable, String> {
+        Ok(Sendable {
+            url: Url::parse(url).map_err(|e| format!("action.url: `{}` is not a valid URL: {e}", redact_url(url)))?,
+            headers: fixed_headers(headers, body.is_some())?,
+            body: body.map(bytes::Bytes::copy_from_slice),
+            what: format!("{method} {}", redact_url(url)),
+            from: (url.to_string(), headers.to_vec()),
+        })
+    }
+
+    fn matches(&self, req: &PreparedRequest) -> bool {
+        self.from.0 == req.url && self.from.1 == req.headers && self.body.as_deref() == req.body.as_deref()
+    }
 }
 
 impl fmt::Debug for PreparedRequest {
@@ -109,6 +140,7 @@ pub fn prepare(action: &ActionSpec, mut lookup: impl FnMut(&str) -> Option<Strin
         use sha2::Digest;
         sha2::Sha256::digest(b).iter().map(|x| format!("{x:02x}")).collect()
     });
+    let sendable = Sendable::of(&method, &url, &headers, body.as_deref())?;
     Ok(PreparedRequest {
         method,
         url,
@@ -118,6 +150,7 @@ pub fn prepare(action: &ActionSpec, mut lookup: impl FnMut(&str) -> Option<Strin
         body_sha256,
         timeout: action.timeout.std(),
         preflight,
+        sendable,
     })
 }
 
@@ -226,23 +259,35 @@ impl HttpExecutor {
         {
             return no_response(ErrorCode::Preflight, message, None);
         }
-        let headers = match request_headers(req, run) {
+        let rebuilt;
+        let send = if req.sendable.matches(req) {
+            &req.sendable
+        } else {
+            match Sendable::of(&req.method, &req.url, &req.headers, req.body.as_deref()) {
+                Ok(s) => {
+                    rebuilt = s;
+                    &rebuilt
+                }
+                Err(message) => return no_response(ErrorCode::Config, message, None),
+            }
+        };
+        let headers = match request_headers(send, run) {
             Ok(h) => h,
             Err(message) => return no_response(ErrorCode::Config, message, None),
         };
         let mut builder = self
             .client
-            .request(req.method.clone(), &req.url)
+            .request(req.method.clone(), send.url.clone())
             .timeout(req.timeout)
             .headers(headers);
-        if let Some(body) = &req.body {
+        if let Some(body) = &send.body {
             builder = builder.body(body.clone());
         }
-        let what = format!("{} {}", req.method, redact_url(&req.url));
+        let what = send.what.as_str();
         let mut response = match builder.send().await {
             Ok(r) => r,
             Err(e) => {
-                let (code, message) = describe_error(&what, req.timeout, e);
+                let (code, message) = describe_error(what, req.timeout, e);
                 return no_response(code, message, None);
             }
         };
@@ -285,23 +330,35 @@ impl HttpExecutor {
     }
 }
 
-fn request_headers(req: &PreparedRequest, run: &RunHeaders) -> Result<HeaderMap, String> {
-    let mut map = HeaderMap::with_capacity(req.headers.len() + 4);
-    for (name, value) in &req.headers {
+/// The headers every request of a definition carries: its own (checked
+/// by [`prepare`]) and the content type of a JSON body.
+fn fixed_headers(headers: &[(String, String)], json_body: bool) -> Result<Vec<(HeaderName, HeaderValue)>, String> {
+    let mut out = Vec::with_capacity(headers.len() + 1);
+    for (name, value) in headers {
         let key = format!("action.headers.{name}");
         let name = HeaderName::from_bytes(name.as_bytes()).map_err(|_| format!("{key}: not a valid header name"))?;
         let value = HeaderValue::from_str(value).map_err(|_| format!("{key}: not a valid header value"))?;
-        map.insert(name, value);
+        out.push((name, value));
     }
-    if req.body.is_some() {
-        map.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    if json_body {
+        out.push((CONTENT_TYPE, HeaderValue::from_static("application/json")));
     }
-    let text = |s: String| HeaderValue::try_from(s).map_err(|e| format!("internal header value: {e}"));
-    map.insert(IDEMPOTENCY_KEY, text(run.run_id.to_string())?);
+    Ok(out)
+}
+
+fn request_headers(send: &Sendable, run: &RunHeaders) -> Result<HeaderMap, String> {
+    let mut map = HeaderMap::with_capacity(send.headers.len() + 3);
+    for (name, value) in &send.headers {
+        map.insert(name.clone(), value.clone());
+    }
+    let mut id = [0u8; uuid::fmt::Hyphenated::LENGTH];
+    let id = run.run_id.hyphenated().encode_lower(&mut id);
+    let text = |s: &str| HeaderValue::from_str(s).map_err(|e| format!("internal header value: {e}"));
+    map.insert(IDEMPOTENCY_KEY, text(id)?);
     map.insert(SOURCE, HeaderValue::from_static(run.source.as_str()));
     if let Some(at) = run.scheduled_for {
         // jiff prints a Timestamp as RFC 3339 in UTC (`...Z`).
-        map.insert(SCHEDULED_FOR, text(at.to_string())?);
+        map.insert(SCHEDULED_FOR, text(&at.to_string())?);
     }
     Ok(map)
 }

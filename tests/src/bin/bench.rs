@@ -7,7 +7,7 @@
 //!   N definitions on `*/5 * * * * *` pointing at it are generated as TOML,
 //!   synced with the real `actcore sync` (timed, then a timed no-op resync
 //!   checked to write nothing), and the real `actcore worker` binary runs as
-//!   a child process (`RUST_LOG=warn`). Lateness is the sink's arrival time
+//!   a child process (RUST_LOG unset: the deployed `info` level; `--worker-log`). Lateness is the sink's arrival time
 //!   minus the scheduled instant; the run rows are read back to count
 //!   missed, doubled and written rows; peak RSS is `VmHWM` and CPU is
 //!   `utime+stime` from `/proc`.
@@ -113,6 +113,8 @@ struct Cli {
     command: Cmd,
 }
 
+// Parsed once at start-up: the size of the larger variant does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 enum Cmd {
     /// Run the scenarios and print the figures.
@@ -177,6 +179,12 @@ struct RunArgs {
     /// Seconds of the idle measurement [default: 30; --quick: 5].
     #[arg(long)]
     idle_secs: Option<u64>,
+    /// The workers' log filter, comma-separated for one run of each:
+    /// `default` leaves RUST_LOG unset (the deployed `info` level, one line
+    /// per run), anything else is passed as RUST_LOG (e.g. `warn`, which
+    /// hides the per-run line). Postgres and SQLite runs.
+    #[arg(long, value_delimiter = ',', default_value = "default")]
+    worker_log: Vec<String>,
     /// Where results (results.md, results.json) and worker logs go.
     #[arg(long, default_value = "target/bench")]
     out: PathBuf,
@@ -553,6 +561,10 @@ struct FireFigures {
     other_cpu_pct: f64,
     /// Worker CPU per fire, microseconds (all replicas).
     worker_cpu_us_per_fire: f64,
+    /// Postgres (all its processes) per fire, microseconds.
+    pg_cpu_us_per_fire: Option<f64>,
+    /// The sink (this process) per fire, microseconds.
+    sink_cpu_us_per_fire: f64,
     sync: Option<SyncFigures>,
     kill_at: Option<String>,
 }
@@ -880,6 +892,8 @@ struct FireCfg {
     preload: Option<history::Preload>,
     /// More environment for the workers (`history`: the pruner's timing).
     env: Vec<(String, String)>,
+    /// RUST_LOG of the workers; None: unset, the deployed default.
+    rust_log: Option<String>,
 }
 
 impl FireCfg {
@@ -896,7 +910,17 @@ impl FireCfg {
             db: None,
             preload: None,
             env: Vec::new(),
+            rust_log: None,
         }
+    }
+
+    /// The same run with the workers' RUST_LOG (`default`: unset), labelled by it.
+    fn logging(mut self, log: &str) -> FireCfg {
+        if log != "default" {
+            self.label = format!("{}-log-{}", self.label, log.replace([',', '=', ':'], "_"));
+            self.rust_log = Some(log.to_string());
+        }
+        self
     }
 }
 
@@ -955,7 +979,10 @@ async fn fire(ctx: &Ctx, cfg: &FireCfg) -> Result<FireFigures> {
 
     let logs = ctx.out.join("logs").join(&cfg.label);
     std::fs::create_dir_all(&logs)?;
-    let mut env = vec![("RUST_LOG", "warn".to_string())];
+    let mut env = Vec::new();
+    if let Some(l) = &cfg.rust_log {
+        env.push(("RUST_LOG", l.clone()));
+    }
     if let Some(l) = &cfg.lease {
         env.push(("ACTCORE_LEASE", l.clone()));
     }
@@ -1258,6 +1285,10 @@ async fn fire(ctx: &Ctx, cfg: &FireCfg) -> Result<FireFigures> {
             (busy - ours).max(0.0)
         },
         worker_cpu_us_per_fire: total_cpu_ticks as f64 / ticks * 1e6 / fires.max(1) as f64,
+        pg_cpu_us_per_fire: pg0
+            .zip(pg1)
+            .map(|(a, b)| b.saturating_sub(a) as f64 / ticks * 1e6 / fires.max(1) as f64),
+        sink_cpu_us_per_fire: sink1.saturating_sub(sink0) as f64 / ticks * 1e6 / fires.max(1) as f64,
         sync: Some(sync),
         kill_at,
     };
@@ -1304,8 +1335,12 @@ fn print_fire(f: &FireFigures) {
         );
     }
     eprintln!(
-        "   worker CPU {:.0} µs/fire; sink CPU {:.1}%, {:.0} connections accepted/instant",
-        f.worker_cpu_us_per_fire, f.sink_cpu_pct, f.connections_per_instant
+        "   worker CPU {:.0} µs/fire; sink CPU {:.1}% ({:.0} µs/fire), {:.0} connections accepted/instant; postgres {} µs/fire",
+        f.worker_cpu_us_per_fire,
+        f.sink_cpu_pct,
+        f.sink_cpu_us_per_fire,
+        f.connections_per_instant,
+        f.pg_cpu_us_per_fire.map_or("-".into(), |p| format!("{p:.0}"))
     );
     eprintln!(
         "   postgres CPU {}, WAL flushes/instant {}; everything else on the machine {:.1}%",
@@ -1497,16 +1532,20 @@ async fn run(a: RunArgs) -> Result<()> {
     };
     if only.contains(&Scenario::Pg) {
         for &n in &sizes {
-            let cfg = FireCfg::single(format!("pg-{n}"), false, n, window);
-            let r = fire(&ctx, &cfg).await;
-            record(r, &cfg.label, &mut results).await;
+            for log in &a.worker_log {
+                let cfg = FireCfg::single(format!("pg-{n}"), false, n, window).logging(log);
+                let r = fire(&ctx, &cfg).await;
+                record(r, &cfg.label, &mut results).await;
+            }
         }
     }
     if only.contains(&Scenario::Sqlite) {
         for &n in &sqlite_sizes {
-            let cfg = FireCfg::single(format!("sqlite-{n}"), true, n, sqlite_window);
-            let r = fire(&ctx, &cfg).await;
-            record(r, &cfg.label, &mut results).await;
+            for log in &a.worker_log {
+                let cfg = FireCfg::single(format!("sqlite-{n}"), true, n, sqlite_window).logging(log);
+                let r = fire(&ctx, &cfg).await;
+                record(r, &cfg.label, &mut results).await;
+            }
         }
     }
     if only.contains(&Scenario::Replicas) {
@@ -1515,6 +1554,7 @@ async fn run(a: RunArgs) -> Result<()> {
             replicas: 3,
             kill: true,
             lease: replica_lease,
+            rust_log: a.worker_log.first().filter(|l| *l != "default").cloned(),
             ..FireCfg::single(String::new(), false, replica_n, replica_window)
         };
         let r = fire(&ctx, &cfg).await;
@@ -1641,21 +1681,23 @@ fn markdown(r: &Results) -> String {
         }
         let _ = writeln!(
             s,
-            "\n| run | worker peak RSS (MB) | worker CPU | worker CPU µs/fire | sink CPU | sink connections/instant | postgres CPU | WAL flushes/instant | other load |"
+            "\n| run | worker peak RSS (MB) | worker CPU | worker CPU µs/fire | sink CPU | sink µs/fire | sink connections/instant | postgres CPU | postgres µs/fire | WAL flushes/instant | other load |"
         );
-        let _ = writeln!(s, "|---|---:|---:|---:|---:|---:|---:|---:|---:|");
+        let _ = writeln!(s, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
         for f in &r.fires {
             let join = |v: Vec<String>| v.join(" / ");
             let _ = writeln!(
                 s,
-                "| {} | {} | {} | {:.0} | {:.1}% | {:.0} | {} | {} | {:.1}% |",
+                "| {} | {} | {} | {:.0} | {:.1}% | {:.0} | {:.0} | {} | {} | {} | {:.1}% |",
                 f.label,
                 join(f.workers.iter().map(|w| format!("{:.1}", w.peak_rss_mb)).collect()),
                 join(f.workers.iter().map(|w| format!("{:.1}%", w.cpu_pct)).collect()),
                 f.worker_cpu_us_per_fire,
                 f.sink_cpu_pct,
+                f.sink_cpu_us_per_fire,
                 f.connections_per_instant,
                 f.pg_cpu_pct.map_or("-".into(), |p| format!("{p:.1}%")),
+                f.pg_cpu_us_per_fire.map_or("-".into(), |p| format!("{p:.0}")),
                 f.pg_wal_syncs_per_instant.map_or("-".into(), |x| format!("{x:.1}")),
                 f.other_cpu_pct,
             );

@@ -14,7 +14,9 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 use jiff::Timestamp;
-use metrics::{counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram};
+use metrics::{
+    Counter, Gauge, Histogram, counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram,
+};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 use crate::error::Result;
@@ -148,11 +150,26 @@ pub fn run_finished(slug: &str, outcome: Outcome, duration: Option<Duration>, la
         instant_skipped(slug, reason);
     }
     counter!(RUNS_TOTAL, "slug" => slug.to_string(), "outcome" => outcome.as_str()).increment(1);
+    timings(duration, lateness);
+}
+
+fn timings(duration: Option<Duration>, lateness: Option<Duration>) {
+    static DURATION: OnceLock<Histogram> = OnceLock::new();
+    static LATENESS: OnceLock<Histogram> = OnceLock::new();
     if let Some(d) = duration {
-        histogram!(RUN_DURATION).record(d.as_secs_f64());
+        cached(&DURATION, || histogram!(RUN_DURATION)).record(d.as_secs_f64());
     }
     if let Some(l) = lateness {
-        histogram!(FIRE_LATENESS).record(l.as_secs_f64());
+        cached(&LATENESS, || histogram!(FIRE_LATENESS)).record(l.as_secs_f64());
+    }
+}
+
+/// The handle in `cell`, fetched once the process's recorder is installed
+/// (before that a handle would be a no-op for good, so it is not kept).
+fn cached<T: Clone>(cell: &OnceLock<T>, make: impl FnOnce() -> T) -> T {
+    match HANDLE.get() {
+        Some(_) => cell.get_or_init(make).clone(),
+        None => make(),
     }
 }
 
@@ -161,9 +178,41 @@ pub fn instant_skipped(slug: &str, reason: SkipReason) {
     counter!(SKIPPED_INSTANTS_TOTAL, "slug" => slug.to_string(), "reason" => reason.as_str()).increment(1);
 }
 
+/// One activity's run counters, fetched from the recorder on first use
+/// and kept: building the labelled key (the slug copied, the labels
+/// hashed, the registry searched) on every run cost more than the
+/// increment. Same series as [`run_finished`].
+#[derive(Default)]
+pub struct RunCounters {
+    runs: [OnceLock<Counter>; Outcome::ALL.len()],
+}
+
+impl std::fmt::Debug for RunCounters {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("RunCounters")
+    }
+}
+
+impl RunCounters {
+    /// [`run_finished`] with the cached handles.
+    pub fn finished(&self, slug: &str, outcome: Outcome, duration: Option<Duration>, lateness: Option<Duration>) {
+        if let Some(reason) = SkipReason::of(outcome) {
+            instant_skipped(slug, reason);
+        }
+        let i = Outcome::ALL.iter().position(|o| *o == outcome).unwrap_or(0);
+        cached(
+            &self.runs[i],
+            || counter!(RUNS_TOTAL, "slug" => slug.to_string(), "outcome" => outcome.as_str()),
+        )
+        .increment(1);
+        timings(duration, lateness);
+    }
+}
+
 /// One claim statement took `d`.
 pub fn claim_took(d: Duration) {
-    histogram!(CLAIM_SECONDS).record(d.as_secs_f64());
+    static CLAIM: OnceLock<Histogram> = OnceLock::new();
+    cached(&CLAIM, || histogram!(CLAIM_SECONDS)).record(d.as_secs_f64());
 }
 
 /// Runs a retention pass deleted, per class (`succeeded`, `failed`).
@@ -173,7 +222,8 @@ pub fn runs_pruned(class: &'static str, n: u64) {
 
 /// Finished runs not yet written.
 pub fn recorder_backlog(n: usize) {
-    gauge!(RECORDER_BACKLOG).set(n as f64);
+    static BACKLOG: OnceLock<Gauge> = OnceLock::new();
+    cached(&BACKLOG, || gauge!(RECORDER_BACKLOG)).set(n as f64);
 }
 
 /// Sets the per-activity gauges from the activities' status, read from

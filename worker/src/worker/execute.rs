@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use futures_util::FutureExt;
 use jiff::Timestamp;
-use tracing::{Instrument, error, info, info_span, warn};
+use tracing::{error, info, warn};
 use uuid::Uuid;
 
 use super::Core;
@@ -76,12 +76,12 @@ impl RunTask {
 }
 
 /// Spawns `task` on the worker's tracker, supervised: a panic is recorded
-/// as the run's result instead of leaving its row `running`.
+/// as the run's result instead of leaving its row `running`. No span per
+/// run (building and entering one cost as much as the run's log line): the
+/// lines a run logs name it themselves.
 pub(crate) fn spawn<S: RunStore>(core: &Arc<Core<S>>, task: RunTask) {
-    let span = info_span!("run", activity = %task.spec.definition.slug, run_id = %task.run_id,
-        scheduled_for = ?task.instant, trigger = %task.trigger, attempt = task.attempt);
     core.tasks
-        .spawn(supervised(core.clone(), task.run_id, execute(core.clone(), task)).instrument(span));
+        .spawn(supervised(core.clone(), task.run_id, execute(core.clone(), task)));
 }
 
 /// Runs `work` (which records its own result); if it panics, records one.
@@ -129,8 +129,13 @@ async fn execute<S: RunStore>(core: Arc<Core<S>>, task: RunTask) {
     // took long must not send past the grace.
     let late = core.clock.now().duration_since(task.fire);
     if late > task.spec.grace() {
-        crate::api::metrics::run_finished(&def.slug, Outcome::SkippedMisfire, None, None);
+        task.spec
+            .counters
+            .finished(&def.slug, Outcome::SkippedMisfire, None, None);
         warn!(
+            activity = %def.slug,
+            run_id = %task.run_id,
+            scheduled_for = task.instant.map(tracing::field::display),
             late_ms = late.as_millis(),
             "claimed too late to send within the grace: skipped_misfire"
         );
@@ -190,12 +195,21 @@ async fn execute<S: RunStore>(core: Arc<Core<S>>, task: RunTask) {
         Err(message) => (unbuildable(def, message), snapshot::not_sent()),
     };
     let finish = finish_of(task.run_id, classification, snap, core.clock.now());
-    crate::api::metrics::run_finished(&def.slug, finish.outcome, timing.map(|t| t.0), timing.map(|t| t.1));
+    task.spec
+        .counters
+        .finished(&def.slug, finish.outcome, timing.map(|t| t.0), timing.map(|t| t.1));
     match finish.outcome {
         Outcome::AutomationError => {
-            warn!(outcome = %finish.outcome, error_code = finish.error_code.map(|c| c.as_str()).unwrap_or(""), error = finish.error_message.as_deref().unwrap_or(""), "run failed")
+            warn!(activity = %def.slug, run_id = %task.run_id, scheduled_for = task.instant.map(tracing::field::display), trigger = %task.trigger,
+                  attempt = task.attempt, outcome = %finish.outcome,
+                  error_code = finish.error_code.map(|c| c.as_str()).unwrap_or(""),
+                  error = finish.error_message.as_deref().unwrap_or(""), "run failed")
         }
-        _ => info!(outcome = %finish.outcome, assessment_failures = finish.assessment_failures, "run finished"),
+        _ => {
+            info!(activity = %def.slug, run_id = %task.run_id, scheduled_for = task.instant.map(tracing::field::display), trigger = %task.trigger,
+                   attempt = task.attempt, outcome = %finish.outcome,
+                   assessment_failures = finish.assessment_failures, "run finished")
+        }
     }
     done(finish);
 }

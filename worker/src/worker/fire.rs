@@ -320,7 +320,7 @@ pub(crate) async fn admit<S: RunStore>(core: &Arc<Core<S>>, won: Vec<RunTask>, f
     for t in won {
         match blocked.get(&t.run_id) {
             Some(o) => {
-                crate::api::metrics::run_finished(&t.spec.definition.slug, *o, None, None);
+                t.spec.counters.finished(&t.spec.definition.slug, *o, None, None);
                 not.push(t.run_id);
             }
             None => run.push(t),

@@ -30,6 +30,8 @@ pub(crate) struct Fireable {
     /// Its `[retry]`/`[guard]`: its automated runs are admitted and settled
     /// in the guard's transactions.
     pub policy: Arc<crate::guard::Policy>,
+    /// Its `actcore_runs_total` series, kept per outcome.
+    pub counters: crate::api::metrics::RunCounters,
     /// The latest instant taken off the timers (Unix ms): a claim still
     /// retrying for an older one is superseded by it.
     latest_planned: AtomicI64,
@@ -59,6 +61,7 @@ impl Fireable {
             schedule,
             request,
             policy,
+            counters: Default::default(),
             latest_planned: AtomicI64::new(i64::MIN),
         })
     }

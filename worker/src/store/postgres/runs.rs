@@ -124,6 +124,11 @@ impl PgStore {
             fins.push(ts(r.finished_at));
         }
         let settles: Vec<&crate::store::Settle> = runs.iter().filter_map(|r| r.settle.as_deref()).collect();
+        // `dirty`: the activity's guard row holds an error streak, a circuit
+        // not closed or a probe. A run that did not end in an automation
+        // error changes nothing on a clean row (its settle is a no-op), so
+        // only the others take the guard's locks: at 10,000 healthy runs an
+        // instant, the settle step costs nothing.
         let query = sqlx::query(
             "update activity_runs r set state = u.state, outcome = u.outcome, automation_error = u.auto,
                  assessment_failures = u.count, error_code = u.code, error_message = u.msg,
@@ -131,7 +136,8 @@ impl PgStore {
              from unnest($1::uuid[], $2::text[], $3::text[], $4::bool[], $5::int[], $6::text[], $7::text[], $8::jsonb[], $9::timestamptz[])
                   as u(run_id, state, outcome, auto, count, code, msg, snap, fin)
              where r.run_id = u.run_id and r.state = 'running'
-             returning r.run_id",
+             returning r.run_id, exists (select 1 from activity_guard g where g.definition_id = r.definition_id
+                 and (g.consecutive_errors <> 0 or g.circuit <> 'closed' or g.probe_run_id is not null)) as dirty",
         )
         .bind(&ids)
         .bind(&states)
@@ -147,11 +153,16 @@ impl PgStore {
         }
         let mut tx = self.pool.begin().await?;
         let done = query.fetch_all(&mut *tx).await?;
-        // Only the rows this statement ended feed the guard (a reaped run was settled by its reaper).
-        let ended: std::collections::HashSet<Uuid> = done.iter().map(|r| r.get("run_id")).collect();
+        // Only the rows this statement ended feed the guard (a reaped run was
+        // settled by its reaper), and of those only the ones that can change it.
+        let ended: std::collections::HashMap<Uuid, bool> =
+            done.iter().map(|r| (r.get("run_id"), r.get("dirty"))).collect();
         let settles: Vec<&crate::store::Settle> = settles
             .into_iter()
-            .filter(|s| ended.contains(&s.ended.run_id))
+            .filter(|s| match ended.get(&s.ended.run_id) {
+                Some(dirty) => *dirty || s.ended.outcome == crate::run::Outcome::AutomationError,
+                None => false,
+            })
             .collect();
         let plan = match settles.is_empty() {
             true => None,

@@ -22,20 +22,18 @@ mod ledger;
 mod queue;
 mod recorder;
 mod retry;
+mod shutdown;
 mod timers;
 
 #[cfg(test)]
 mod tests;
 
 use std::collections::HashMap;
-use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures_util::FutureExt;
 use jiff::{SignedDuration, Timestamp};
 use tokio::sync::{Notify, Semaphore, mpsc};
-use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, error, info, warn};
@@ -46,6 +44,7 @@ use self::leases::Owned;
 use self::ledger::{Ledger, Unfired};
 use self::recorder::Recorder;
 pub(crate) use self::retry::is_transient;
+use self::shutdown::{Services, drain, stop_services};
 use self::timers::{Specs, Timers, reconcile};
 use crate::action::HttpExecutor;
 use crate::error::{Error, Result};
@@ -384,83 +383,6 @@ async fn reload<S: DefinitionSource>(
         Err(e) => {
             warn!(error = %e, "could not re-read definitions; keeping the current ones");
             false
-        }
-    }
-}
-
-/// Stops claiming and starting requests, then waits up to `grace` for every
-/// owned run's row to be written. Past the grace, runs still executing are
-/// dropped (the caller records them `abandoned`).
-async fn drain<S: RunStore>(core: &Core<S>, grace: Duration) {
-    core.stopping.cancel();
-    let n = core.owned.len();
-    if n > 0 {
-        info!(
-            runs = n,
-            grace_s = grace.as_secs_f64(),
-            "waiting for runs in flight to finish"
-        );
-    }
-    if tokio::time::timeout(grace, core.owned.until_empty()).await.is_err() {
-        warn!(
-            grace_s = grace.as_secs_f64(),
-            "shutdown grace over; stopping the remaining runs"
-        );
-    }
-    core.hard_stop.cancel();
-    core.tasks.close();
-    core.tasks.wait().await;
-}
-
-/// Lets the recorder and the ledger write what they hold (bounded by the
-/// grace, already over or not), then stops the lease keeper and listener.
-async fn stop_services<S: RunStore>(
-    core: &Core<S>,
-    mut services: Services,
-    background: &CancellationToken,
-    drained: &CancellationToken,
-) {
-    core.stopping.cancel();
-    drained.cancel();
-    background.cancel();
-    // The grace bounds the writers' retries; give them a last few seconds.
-    let last = tokio::time::sleep(Duration::from_secs(5));
-    tokio::pin!(last);
-    loop {
-        tokio::select! {
-            exit = services.set.join_next() => match exit {
-                None => break,
-                Some(Ok((name, Err(e)))) => warn!(error = %e, "{name} stopped with an error"),
-                Some(_) => {}
-            },
-            _ = &mut last, if !core.hard_stop.is_cancelled() => core.hard_stop.cancel(),
-        }
-    }
-}
-
-/// The background parts; one that exits before shutdown is a failure.
-#[derive(Default)]
-struct Services {
-    set: JoinSet<(&'static str, Result<()>)>,
-}
-
-impl Services {
-    fn spawn(&mut self, name: &'static str, work: impl Future<Output = Result<()>> + Send + 'static) {
-        self.set.spawn(async move {
-            let result = AssertUnwindSafe(work)
-                .catch_unwind()
-                .await
-                .unwrap_or_else(|_| Err(Error::Internal(format!("{name} panicked"))));
-            (name, result)
-        });
-    }
-
-    /// The next part to exit (pending forever when none is running).
-    async fn next_exit(&mut self) -> (&'static str, Result<()>) {
-        match self.set.join_next().await {
-            Some(Ok(exit)) => exit,
-            Some(Err(e)) => ("a background task", Err(Error::Internal(e.to_string()))),
-            None => std::future::pending().await,
         }
     }
 }

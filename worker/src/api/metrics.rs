@@ -248,6 +248,14 @@ pub fn render(handle: &PrometheusHandle, activities: &[ActivityStatus]) -> Strin
     handle.render()
 }
 
+/// Drains the histograms' recorded samples into their buckets: without a
+/// scrape they would pile up (two per run). No-op before [`install`].
+pub fn upkeep() {
+    if let Some(handle) = HANDLE.get() {
+        handle.run_upkeep();
+    }
+}
+
 fn seconds(t: Timestamp) -> f64 {
     t.as_millisecond() as f64 / 1000.0
 }

@@ -1,8 +1,9 @@
 //! `actcore-bench history`: does a long history slow actcore down, and does
 //! pruning it disturb firing? (issue 13)
 //!
-//! 1. **Side by side, one run**: two databases with the same N definitions
+//! 1. **Side by side, one run**: three databases with the same N definitions
 //!    (the bench's and the flagship), one with an empty `activity_runs`,
+//!    one with a dozen runs per activity (what `status` reads of each), and
 //!    one preloaded with `--rows` runs (`insert … select from
 //!    generate_series`, in chunks). On each: the claim and the finish
 //!    statements of N runs (the library's, as the worker calls them),
@@ -25,6 +26,10 @@ use sqlx::Connection;
 use uuid::Uuid;
 
 use super::{Ctx, FireCfg, FireFigures, actcore, clock_ticks, fire, fresh_pg, generate, ms};
+
+/// Runs per activity in the short-history database: more than the
+/// `actcore::status::RECENT` that `actcore status` reads of each.
+const RECENT_PER_ACTIVITY: u64 = actcore::status::RECENT as u64 + 2;
 
 /// The runbook query (CONTRACTS §3), byte for byte.
 const RUNBOOK_SQL: &str = "select run_id, fired_at, scheduled_for,
@@ -241,17 +246,30 @@ pub(crate) async fn run(a: HistoryArgs) -> Result<()> {
         a.n, p.rows
     );
     let empty = with_definitions(&a.pg_url, a.n).await?;
+    // `status` shows each activity's latest runs: on an empty table it
+    // reads none. This middle column gives every activity a few more than it
+    // shows, so "flat" compares the same work on a short and a long history.
+    let recent = with_definitions(&a.pg_url, a.n).await?;
+    let few = Preload {
+        rows: RECENT_PER_ACTIVITY * (a.n as u64 + 1),
+        expired: 0,
+    };
+    preload(&recent, &few).await?;
     let big = with_definitions(&a.pg_url, a.n).await?;
     preload(&big, &p).await?;
     let on_empty = measure(&empty, a.n, a.reps).await?;
+    let on_recent = measure(&recent, a.n, a.reps).await?;
     let on_big = measure(&big, a.n, a.reps).await?;
     let mut md = format!(
-        "History: {} definitions; medians of {} repetitions (ms).\n\n| measurement | empty activity_runs | {} runs |\n|---|---:|---:|\n",
-        a.n, a.reps, p.rows
+        "History: {} definitions; medians of {} repetitions (ms).\n\n| measurement | empty activity_runs | {} runs ({RECENT_PER_ACTIVITY} per activity) | {} runs |\n|---|---:|---:|---:|\n",
+        a.n, a.reps, few.rows, p.rows
     );
-    for ((what, e), (_, b)) in on_empty.iter().zip(&on_big) {
-        md.push_str(&format!("| {what} | {e:.1} | {b:.1} |\n"));
-        eprintln!("   {what}: empty {e:.1} ms, {} rows {b:.1} ms", p.rows);
+    for (((what, e), (_, r)), (_, b)) in on_empty.iter().zip(&on_recent).zip(&on_big) {
+        md.push_str(&format!("| {what} | {e:.1} | {r:.1} | {b:.1} |\n"));
+        eprintln!(
+            "   {what}: empty {e:.1} ms, {} rows {r:.1} ms, {} rows {b:.1} ms",
+            few.rows, p.rows
+        );
     }
 
     if !a.no_firing {

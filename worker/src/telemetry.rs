@@ -10,8 +10,9 @@ pub enum LogFormat {
     Json,
 }
 
-/// Lines queued for stderr before a logging call waits for the writer.
-const LOG_QUEUE_LINES: usize = 64 * 1024;
+/// Lines queued for stderr before a logging call waits for the writer
+/// (the queue is allocated whole: 32 bytes a line).
+const LOG_QUEUE_LINES: usize = 16 * 1024;
 
 /// Installs the global subscriber, writing to stderr so stdout stays for
 /// command output (`--json`).

@@ -111,19 +111,8 @@ async fn execute<S: RunStore>(core: Arc<Core<S>>, task: RunTask) {
         f.settle = task.settle(&f);
         core.finish(f)
     };
-    let shutdown = || {
-        not_executed(
-            task.run_id,
-            State::Abandoned,
-            Outcome::AutomationError,
-            Some(ErrorCode::Shutdown),
-            "the worker was shutting down before the request started".into(),
-            "shutdown",
-            core.clock.now(),
-        )
-    };
     if core.stopping.is_cancelled() {
-        return done(shutdown());
+        return done(shutdown(&core, &task));
     }
     // Re-checked here, not only when the instant came due: a claim that
     // took long must not send past the grace.
@@ -149,52 +138,21 @@ async fn execute<S: RunStore>(core: Arc<Core<S>>, task: RunTask) {
             core.clock.now(),
         ));
     }
-    let mut timing = None;
-    // The request says who fired it: rendered again for a manual run (the
-    // prepared one carries the scheduler's source).
-    let per_source;
-    let request = match task.source {
-        Source::ActivityCore => &task.spec.request,
-        other => {
-            per_source = crate::action::prepare(&def.action, crate::template::source_lookup(other));
-            &per_source
-        }
+    // A run waiting for a request slot when the worker stops never starts.
+    // 10,000 runs of one instant wait here at once, so what waits is kept
+    // small: the exchange's state (request, response, snapshot) is only
+    // allocated, boxed, once the run holds a slot.
+    let _slot = tokio::select! {
+        biased;
+        _ = core.stopping.cancelled() => return done(shutdown(&core, &task)),
+        slot = core.request_slots.acquire() => slot.ok(),
     };
-    let (classification, snap) = match request {
-        Ok(req) => {
-            let headers = RunHeaders {
-                run_id: task.run_id,
-                scheduled_for: task.instant,
-                source: task.source,
-            };
-            // A run waiting for a request slot when the worker stops never starts.
-            let _slot = tokio::select! {
-                biased;
-                _ = core.stopping.cancelled() => return done(shutdown()),
-                slot = core.request_slots.acquire() => slot.ok(),
-            };
-            if core.stopping.is_cancelled() {
-                return done(shutdown());
-            }
-            let sent_at = core.clock.now();
-            // Boxed: a task waiting for a slot then holds a pointer, not the
-            // HTTP client's whole state machine (10,000 wait at once when
-            // 10,000 activities share an instant).
-            let report = tokio::select! {
-                r = Box::pin(core.executor.execute(req, &headers, &def.result)) => r,
-                // Past the grace the row is recorded abandoned by the shutdown sweep.
-                _ = core.hard_stop.cancelled() => return,
-            };
-            let snap = snapshot::finished(def, req, &report, sent_at, task.fire);
-            timing = Some((
-                core.clock.now().duration_since(sent_at).unsigned_abs(),
-                sent_at.duration_since(task.fire).unsigned_abs(),
-            ));
-            (report.classification, snap)
-        }
-        Err(message) => (unbuildable(def, message), snapshot::not_sent()),
+    let (finish, timing) = match Box::pin(send(&core, &task)).await {
+        Sent::Done(finish, timing) => (finish, timing),
+        Sent::Stopped(finish) => return done(finish),
+        // Past the grace the row is recorded abandoned by the shutdown sweep.
+        Sent::Dropped => return,
     };
-    let finish = finish_of(task.run_id, classification, snap, core.clock.now());
     task.spec
         .counters
         .finished(&def.slug, finish.outcome, timing.map(|t| t.0), timing.map(|t| t.1));
@@ -212,6 +170,79 @@ async fn execute<S: RunStore>(core: Arc<Core<S>>, task: RunTask) {
         }
     }
     done(finish);
+}
+
+/// What a run holding a request slot came to.
+enum Sent {
+    /// Executed, or not buildable: counted, logged and recorded, with the
+    /// request's (duration, lateness) when it was sent.
+    Done(FinishRun, Option<(std::time::Duration, std::time::Duration)>),
+    /// The worker began stopping before the request left: recorded only.
+    Stopped(FinishRun),
+    /// Stopped hard while sending: the shutdown sweep records it.
+    Dropped,
+}
+
+/// The exchange of a run that holds a request slot.
+async fn send<S: RunStore>(core: &Core<S>, task: &RunTask) -> Sent {
+    if core.stopping.is_cancelled() {
+        return Sent::Stopped(shutdown(core, task));
+    }
+    let def = &task.spec.definition;
+    // The request says who fired it: rendered again for a manual run (the
+    // prepared one carries the scheduler's source).
+    let per_source;
+    let request = match task.source {
+        Source::ActivityCore => &task.spec.request,
+        other => {
+            per_source = crate::action::prepare(&def.action, crate::template::source_lookup(other));
+            &per_source
+        }
+    };
+    let req = match request {
+        Ok(req) => req,
+        Err(message) => {
+            let finish = finish_of(
+                task.run_id,
+                unbuildable(def, message),
+                snapshot::not_sent(),
+                core.clock.now(),
+            );
+            return Sent::Done(finish, None);
+        }
+    };
+    let headers = RunHeaders {
+        run_id: task.run_id,
+        scheduled_for: task.instant,
+        source: task.source,
+    };
+    let sent_at = core.clock.now();
+    let report = tokio::select! {
+        r = core.executor.execute(req, &headers, &def.result) => r,
+        _ = core.hard_stop.cancelled() => return Sent::Dropped,
+    };
+    let snap = snapshot::finished(def, req, &report, sent_at, task.fire);
+    let timing = (
+        core.clock.now().duration_since(sent_at).unsigned_abs(),
+        sent_at.duration_since(task.fire).unsigned_abs(),
+    );
+    Sent::Done(
+        finish_of(task.run_id, report.classification, snap, core.clock.now()),
+        Some(timing),
+    )
+}
+
+/// The result of a run the worker stopped before its request left.
+fn shutdown<S: RunStore>(core: &Core<S>, task: &RunTask) -> FinishRun {
+    not_executed(
+        task.run_id,
+        State::Abandoned,
+        Outcome::AutomationError,
+        Some(ErrorCode::Shutdown),
+        "the worker was shutting down before the request started".into(),
+        "shutdown",
+        core.clock.now(),
+    )
 }
 
 /// One exchange outside the worker loop (the fallback, `trigger --local`):

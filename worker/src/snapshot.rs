@@ -88,7 +88,7 @@ pub fn exchange(req: &PreparedRequest, report: &ActionReport) -> Value {
         request["body_bytes"] = json!(bytes.len());
         request["body_sha256"] = json!(req.body_sha256);
         if bytes.len() <= MAX_REQUEST_BODY_COPY {
-            request["body"] = req.body_json.clone().unwrap_or(Value::Null);
+            request["body"] = serde_json::from_slice(bytes).unwrap_or(Value::Null);
         }
     }
     let mut parts = json!({

@@ -19,8 +19,8 @@ const LOG_QUEUE_LINES: usize = 16 * 1024;
 ///
 /// Lines are formatted on the calling thread and written by a dedicated
 /// one, through a buffer flushed whenever the queue is empty: at 10,000
-/// runs an instant, one `write(2)` per line was a tenth of the worker's CPU
-/// per fire. Nothing is dropped (a full queue makes the caller wait).
+/// runs an instant, one `write(2)` per line was about a quarter of the
+/// worker's CPU per fire (113 → 85 µs, docs/performance.md). Nothing is dropped (a full queue makes the caller wait).
 /// Keep the returned guard until exit: dropping it flushes what is left.
 #[must_use = "dropping the guard stops the log writer"]
 pub fn init(format: LogFormat) -> tracing_appender::non_blocking::WorkerGuard {

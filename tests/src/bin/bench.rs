@@ -1387,6 +1387,7 @@ async fn idle(ctx: &Ctx, secs: u64) -> Result<IdleFigures> {
     let repo_defs = Path::new(env!("CARGO_MANIFEST_DIR")).join("../definitions");
     let d = repo_defs.to_str().context("utf-8 path")?;
     let hub = sink.url();
+    actcore(&["migrate"], &url, &[]).await?;
     actcore(&["sync", "--definitions", d], &url, &[]).await?;
     let logs = ctx.out.join("logs").join("idle");
     std::fs::create_dir_all(&logs)?;

@@ -75,7 +75,7 @@ fn password_like(key: &str) -> bool {
 }
 
 #[cfg(test)]
-mod redact_tests {
+mod tests {
     use super::redact_url;
 
     #[test]

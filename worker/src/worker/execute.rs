@@ -201,15 +201,7 @@ async fn send<S: RunStore>(core: &Core<S>, task: &RunTask) -> Sent {
     };
     let req = match request {
         Ok(req) => req,
-        Err(message) => {
-            let finish = finish_of(
-                task.run_id,
-                unbuildable(def, message),
-                snapshot::not_sent(),
-                core.clock.now(),
-            );
-            return Sent::Done(finish, None);
-        }
+        Err(message) => return Sent::Done(unbuildable(def, task.run_id, message, core.clock.now()), None),
     };
     let headers = RunHeaders {
         run_id: task.run_id,
@@ -263,25 +255,21 @@ pub(crate) async fn send_once(
             let snap = snapshot::finished(def, req, &report, sent_at, fire);
             finish_of(headers.run_id, report.classification, snap, Timestamp::now())
         }
-        Err(message) => finish_of(
-            headers.run_id,
-            unbuildable(def, message),
-            snapshot::not_sent(),
-            Timestamp::now(),
-        ),
+        Err(message) => unbuildable(def, headers.run_id, message, Timestamp::now()),
     }
 }
 
-/// A request that could not be built (an unset `${VAR}`, a bad URL): an
-/// automation error (`config`), nothing sent.
-fn unbuildable(def: &crate::definition::Definition, message: &str) -> Classification {
-    classify(
+/// The result of a run whose request could not be built (an unset
+/// `${VAR}`, a bad URL): an automation error (`config`), nothing sent.
+fn unbuildable(def: &crate::definition::Definition, run_id: Uuid, message: &str, now: Timestamp) -> FinishRun {
+    let c = classify(
         &def.result,
         &Exchange::NoResponse {
             code: ErrorCode::Config,
             message: message.to_string(),
         },
-    )
+    );
+    finish_of(run_id, c, snapshot::not_sent(), now)
 }
 
 /// The result of an executed run, made storable (see [`snapshot::make_storable`]).

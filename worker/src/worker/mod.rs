@@ -207,7 +207,7 @@ pub async fn run_with<S: RunStore + DefinitionSource>(
         "the pruner",
         crate::retention::pruner::run(store.clone(), config.worker_id.clone(), background.clone()),
     );
-    services.spawn("housekeeping", crate::memory::housekeeping(background.clone()));
+    services.spawn("the metrics upkeep", crate::api::metrics::upkeep(background.clone()));
     let (listener, wake2, stop2) = (store.clone(), wake.clone(), background.clone());
     services.spawn(
         "the definitions listener",

@@ -117,8 +117,13 @@ impl SqliteStore {
 
     pub async fn last_scheduled(&self) -> Result<Vec<(Uuid, Timestamp)>> {
         let rows = sqlx::query(
-            "select definition_id, max(scheduled_for) as last from activity_runs
-             where trigger = 'schedule' and scheduled_for is not null group by definition_id",
+            // Per activity along the fence index (see the Postgres store).
+            "select definition_id, last from (
+                 select d.definition_id, (select max(r.scheduled_for) from activity_runs r
+                     where r.definition_id = d.definition_id and r.trigger in ('schedule', 'fallback') and r.attempt = 1
+                       and r.trigger = 'schedule' and r.scheduled_for is not null) as last
+                 from activity_definitions d)
+             where last is not null",
         )
         .fetch_all(&self.pool)
         .await?;

@@ -276,7 +276,7 @@ async fn with_an_idle_cluster_the_fallback_takes_the_workers_fence() {
                 spec_hash: "h".into(),
                 skip_if_running: false,
                 buffer_until: None,
-                snapshot: serde_json::json!({}),
+                snapshot: actcore::snapshot::to_stored(&serde_json::json!({})),
             }],
             finished_unwritten: &[],
         })

@@ -86,7 +86,7 @@ fn item(l: &Loaded, skip_if_running: bool) -> ClaimItem {
         spec_hash: spec_hash(l),
         skip_if_running,
         buffer_until: None,
-        snapshot: json!({"trigger": "schedule", "spec_hash": spec_hash(l)}),
+        snapshot: actcore::snapshot::claimed(&spec_hash(l), "2030-01-01T00:00:00Z", 0),
     }
 }
 
@@ -182,7 +182,7 @@ fn finish(run_id: Uuid, outcome: Outcome, snapshot: Value, at: Timestamp) -> Fin
         assessment_failures: if outcome == Outcome::AssessmentFailures { 3 } else { 0 },
         error_code: (outcome == Outcome::AutomationError).then_some(ErrorCode::Http5xx),
         error_message: (outcome == Outcome::AutomationError).then(|| "HTTP 502".to_string()),
-        snapshot,
+        snapshot: actcore::snapshot::to_stored(&snapshot),
         finished_at: at,
         settle: None,
     }
@@ -457,7 +457,9 @@ async fn finish_runs_keeps_nulls_in_snapshot(backend: Backend) {
     let (store, _g, files) = store_with(backend, 1).await;
     let at = t("2030-01-01T03:30:00Z");
     let mut it = item(&files[0], false);
-    it.snapshot = json!({"trigger": "schedule", "request": {"method": "POST", "url": "http://x/", "body": {"a": 1}}});
+    it.snapshot = actcore::snapshot::to_stored(
+        &json!({"trigger": "schedule", "request": {"method": "POST", "url": "http://x/", "body": {"a": 1}}}),
+    );
     let claimed = claim(&store, at, "w1", std::slice::from_ref(&it)).await;
     assert_eq!(claimed.len(), 1);
 
@@ -720,6 +722,13 @@ async fn last_scheduled_per_activity(backend: Backend) {
     m.trigger = Trigger::Retry;
     m.attempt = 2;
     m.scheduled_for = Some(t2 + secs(900));
+    assert!(store.insert_run(&m).await.expect("insert"));
+    // Nor does a later instant the workstation's fallback ran.
+    m.run_id = Uuid::now_v7();
+    m.trigger = Trigger::Fallback;
+    m.source = Source::LocalFallback;
+    m.attempt = 1;
+    m.scheduled_for = Some(t2 + secs(1200));
     assert!(store.insert_run(&m).await.expect("insert"));
 
     let last: HashMap<Uuid, Timestamp> = store.last_scheduled().await.expect("last").into_iter().collect();
@@ -1012,7 +1021,9 @@ async fn runbook_query_verbatim(backend: Backend) {
         spec_hash: flagship.definition.spec_hash(),
         skip_if_running: true,
         buffer_until: None,
-        snapshot: json!({"trigger": "schedule", "spec_hash": flagship.definition.spec_hash()}),
+        snapshot: actcore::snapshot::to_stored(
+            &json!({"trigger": "schedule", "spec_hash": flagship.definition.spec_hash()}),
+        ),
     };
     assert_eq!(claim(&store, at, "w1", std::slice::from_ref(&it)).await.len(), 1);
     let older = json!({"exit_code": 0, "automation_error": false, "assessment_failures": 2, "lock_skipped": false});

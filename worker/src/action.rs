@@ -62,24 +62,58 @@ struct Sendable {
     body: Option<bytes::Bytes>,
     /// "METHOD url", password masked: the start of every error message.
     what: String,
+    /// The snapshot's `request` part ([`crate::snapshot::request_part`]).
+    snapshot: crate::snapshot::Stored,
     /// What it was built from: a request whose public fields were edited
     /// after [`prepare`] is rebuilt at send time instead.
-    from: (String, Vec<(String, String)>),
+    from: (Method, String, Vec<(String, String)>, Option<String>),
 }
 
 impl Sendable {
-    fn of(method: &Method, url: &str, headers: &[(String, String)], body: Option<&[u8]>) -> Result<Sendable, String> {
+    fn of(
+        method: &Method,
+        url: &str,
+        headers: &[(String, String)],
+        body: Option<&[u8]>,
+        body_sha256: Option<&str>,
+    ) -> Result<Sendable, String> {
         Ok(Sendable {
+            snapshot: crate::snapshot::request_part(method.as_str(), url, body, body_sha256),
             url: Url::parse(url).map_err(|e| format!("action.url: `{}` is not a valid URL: {e}", redact_url(url)))?,
             headers: fixed_headers(headers, body.is_some())?,
             body: body.map(bytes::Bytes::copy_from_slice),
             what: format!("{method} {}", redact_url(url)),
-            from: (url.to_string(), headers.to_vec()),
+            from: (
+                method.clone(),
+                url.to_string(),
+                headers.to_vec(),
+                body_sha256.map(str::to_string),
+            ),
         })
     }
 
     fn matches(&self, req: &PreparedRequest) -> bool {
-        self.from.0 == req.url && self.from.1 == req.headers && self.body.as_deref() == req.body.as_deref()
+        self.from.0 == req.method
+            && self.from.1 == req.url
+            && self.from.2 == req.headers
+            && self.from.3 == req.body_sha256
+            && self.body.as_deref() == req.body.as_deref()
+    }
+}
+
+impl PreparedRequest {
+    /// The snapshot's `request` part: serialised once by [`prepare`], built
+    /// again only for a request whose fields were edited since.
+    pub fn snapshot_part(&self) -> std::borrow::Cow<'_, serde_json::value::RawValue> {
+        match self.sendable.matches(self) {
+            true => std::borrow::Cow::Borrowed(&self.sendable.snapshot),
+            false => std::borrow::Cow::Owned(crate::snapshot::request_part(
+                self.method.as_str(),
+                &self.url,
+                self.body.as_deref(),
+                self.body_sha256.as_deref(),
+            )),
+        }
     }
 }
 
@@ -138,7 +172,7 @@ pub fn prepare(action: &ActionSpec, mut lookup: impl FnMut(&str) -> Option<Strin
         use sha2::Digest;
         sha2::Sha256::digest(b).iter().map(|x| format!("{x:02x}")).collect()
     });
-    let sendable = Sendable::of(&method, &url, &headers, body.as_deref())?;
+    let sendable = Sendable::of(&method, &url, &headers, body.as_deref(), body_sha256.as_deref())?;
     Ok(PreparedRequest {
         method,
         url,
@@ -260,7 +294,13 @@ impl HttpExecutor {
         let send = if req.sendable.matches(req) {
             &req.sendable
         } else {
-            match Sendable::of(&req.method, &req.url, &req.headers, req.body.as_deref()) {
+            match Sendable::of(
+                &req.method,
+                &req.url,
+                &req.headers,
+                req.body.as_deref(),
+                req.body_sha256.as_deref(),
+            ) {
                 Ok(s) => {
                     rebuilt = s;
                     &rebuilt

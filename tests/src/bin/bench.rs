@@ -1818,8 +1818,7 @@ async fn profile(a: ProfileArgs) -> Result<()> {
         for _ in 0..iters {
             let r = exec.execute(&req, &headers, &def.result).await;
             let now = Timestamp::now();
-            let mut snap = actcore::snapshot::finished(&def, &req, &r, now, now);
-            actcore::snapshot::make_storable(&mut snap);
+            let snap = actcore::snapshot::storable(actcore::snapshot::finished(&def, &req, &r, now, now));
             std::hint::black_box(snap);
         }
     })
@@ -1923,8 +1922,7 @@ async fn profile(a: ProfileArgs) -> Result<()> {
                         spec_hash: d.spec_hash.clone(),
                         skip_if_running: true,
                         buffer_until: None,
-                        snapshot: serde_json::json!({"trigger": "schedule", "spec_hash": d.spec_hash,
-                            "scheduled_for": base.to_string(), "lateness_ms": 0}),
+                        snapshot: actcore::snapshot::claimed(&d.spec_hash, &base.to_string(), 0),
                     })
                     .collect();
                 let batch = ClaimBatch {
@@ -1953,9 +1951,11 @@ async fn profile(a: ProfileArgs) -> Result<()> {
                         assessment_failures: 0,
                         error_code: None,
                         error_message: None,
-                        snapshot: serde_json::json!({"http_status": 200, "duration_ms": 1,
+                        snapshot: actcore::snapshot::to_stored(
+                            &serde_json::json!({"http_status": 200, "duration_ms": 1,
                             "request": {"method": "POST", "url": sink_url, "body": {"max_seconds": 300}},
                             "bench": serde_json::from_str::<serde_json::Value>(OK_BODY).unwrap()}),
+                        ),
                         finished_at: Timestamp::now(),
                         settle: None,
                     })

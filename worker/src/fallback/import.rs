@@ -150,7 +150,7 @@ async fn import_one(store: &Store, entry: &Entry) -> Result<ImportedRun> {
                     assessment_failures: run.assessment_failures,
                     error_code: run.error_code,
                     error_message: run.error_message.clone(),
-                    snapshot: run.context_snapshot.clone(),
+                    snapshot: crate::snapshot::to_stored(&run.context_snapshot),
                     finished_at,
                     settle: None,
                 };

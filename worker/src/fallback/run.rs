@@ -330,8 +330,10 @@ async fn finish_with_retries(store: &Store, finish: &FinishRun) -> Result<()> {
 /// The whole row of a finished run: the `running` row with its result applied.
 fn finished_row(row: &NewRun, finish: &FinishRun) -> NewRun {
     let mut snapshot = row.context_snapshot.clone();
-    if let (Some(into), Some(add)) = (snapshot.as_object_mut(), finish.snapshot.as_object()) {
-        into.extend(add.clone());
+    if let (Some(into), serde_json::Value::Object(add)) =
+        (snapshot.as_object_mut(), snapshot::to_value(&finish.snapshot))
+    {
+        into.extend(add);
     }
     NewRun {
         state: finish.state,

@@ -108,7 +108,7 @@ pub struct ClaimItem {
     /// instant instead, until this time (its grace), if none is queued yet.
     pub buffer_until: Option<Timestamp>,
     /// Written into the row's snapshot at claim time (trigger, lateness, spec hash).
-    pub snapshot: serde_json::Value,
+    pub snapshot: crate::snapshot::Stored,
 }
 
 /// The instant-wide part of a claim.
@@ -144,7 +144,7 @@ pub struct FinishRun {
     pub error_code: Option<ErrorCode>,
     pub error_message: Option<String>,
     /// Merged into the snapshot written at claim time.
-    pub snapshot: serde_json::Value,
+    pub snapshot: crate::snapshot::Stored,
     pub finished_at: Timestamp,
     /// A guarded activity's automated run: its guard update and retry are
     /// written in the same transaction as this result.

@@ -272,9 +272,9 @@ fn unbuildable(def: &crate::definition::Definition, run_id: Uuid, message: &str,
     finish_of(run_id, c, snapshot::not_sent(), now)
 }
 
-/// The result of an executed run, made storable (see [`snapshot::make_storable`]).
-pub(crate) fn finish_of(run_id: Uuid, c: Classification, mut snapshot: serde_json::Value, now: Timestamp) -> FinishRun {
-    snapshot::make_storable(&mut snapshot);
+/// The result of an executed run, made storable (see [`snapshot::storable`]).
+pub(crate) fn finish_of(run_id: Uuid, c: Classification, snapshot: snapshot::Stored, now: Timestamp) -> FinishRun {
+    let snapshot = snapshot::storable(snapshot);
     let mut error_message = c.error_message;
     if let Some(m) = &mut error_message {
         snapshot::storable_text(m);

@@ -631,7 +631,7 @@ async fn fault7_a_panicking_run_task_is_recorded() {
         spec_hash: "h".into(),
         skip_if_running: false,
         buffer_until: None,
-        snapshot: serde_json::json!({}),
+        snapshot: crate::snapshot::to_stored(&serde_json::json!({})),
     }];
     let batch = ClaimBatch {
         scheduled_for: t("2026-03-01T12:00:01Z"),

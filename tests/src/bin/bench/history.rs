@@ -152,7 +152,7 @@ async fn measure(url: &str, n: usize, reps: usize) -> Result<Vec<(String, f64)>>
                 spec_hash: "bench".into(),
                 skip_if_running: false,
                 buffer_until: None,
-                snapshot: serde_json::json!({"trigger": "schedule"}),
+                snapshot: actcore::snapshot::to_stored(&serde_json::json!({"trigger": "schedule"})),
             })
             .collect();
         let t = Instant::now();
@@ -177,7 +177,7 @@ async fn measure(url: &str, n: usize, reps: usize) -> Result<Vec<(String, f64)>>
                 assessment_failures: 0,
                 error_code: None,
                 error_message: None,
-                snapshot: serde_json::json!({"http_status": 200}),
+                snapshot: actcore::snapshot::to_stored(&serde_json::json!({"http_status": 200})),
                 finished_at: at + SignedDuration::from_millis(40),
                 settle: None,
             })

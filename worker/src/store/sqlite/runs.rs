@@ -88,7 +88,7 @@ impl SqliteStore {
             .bind(b.worker_id)
             .bind((!busy).then_some(lease.as_str()))
             .bind(skipped.then_some(fired.as_str()))
-            .bind(i.snapshot.to_string())
+            .bind(i.snapshot.get())
             .bind(&i.spec_hash)
             .bind((!queue).then_some(fired.as_str()))
             .bind(queue.then_some(fired.as_str()))
@@ -131,8 +131,8 @@ impl SqliteStore {
             // follow RFC 7396, dropping nulls and merging nested objects.
             let mut merged: serde_json::Map<String, serde_json::Value> =
                 serde_json::from_str(&current).unwrap_or_default();
-            if let Some(add) = r.snapshot.as_object() {
-                merged.extend(add.clone());
+            if let serde_json::Value::Object(add) = crate::snapshot::to_value(&r.snapshot) {
+                merged.extend(add);
             }
             done += sqlx::query(
                 "update activity_runs set state = ?2, outcome = ?3, automation_error = ?4, assessment_failures = ?5,

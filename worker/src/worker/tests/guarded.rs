@@ -291,7 +291,7 @@ async fn claim_as_other(rig: &Rig, instant: &str) -> Uuid {
         spec_hash: "h".into(),
         skip_if_running: false,
         buffer_until: None,
-        snapshot: serde_json::json!({}),
+        snapshot: crate::snapshot::to_stored(&serde_json::json!({})),
     }];
     let batch = ClaimBatch {
         scheduled_for: t(instant),
@@ -315,7 +315,7 @@ async fn finish_other(rig: &Rig, run_id: Uuid, at: &str) {
         assessment_failures: 0,
         error_code: None,
         error_message: None,
-        snapshot: serde_json::json!({}),
+        snapshot: crate::snapshot::to_stored(&serde_json::json!({})),
         finished_at: t(at),
         settle: None,
     };

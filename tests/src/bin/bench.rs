@@ -1804,14 +1804,17 @@ fn markdown(r: &Results) -> String {
             );
         }
     }
-    let starts: Vec<&FireFigures> = r.fires.iter().filter(|f| f.first_instant.is_some()).collect();
+    let starts: Vec<(&FireFigures, &FirstInstant)> = r
+        .fires
+        .iter()
+        .filter_map(|f| f.first_instant.as_ref().map(|i| (f, i)))
+        .collect();
     if !starts.is_empty() {
         let _ = writeln!(
             s,
             "\nStart-up: the first instant due after the spawn (not counted above)\n\n| run | N | instant after spawn (s) | received | lateness p50 / p99 / max (ms) |\n|---|---:|---:|---:|---|"
         );
-        for f in starts {
-            let i = f.first_instant.as_ref().expect("filtered");
+        for (f, i) in starts {
             let _ = writeln!(
                 s,
                 "| {} | {} | {:.1} | {} | {} / {} / {} |",

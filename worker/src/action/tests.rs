@@ -5,10 +5,14 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use wiremock::matchers::{body_json, header, method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
+use reqwest::Method;
+
 use super::*;
 use crate::definition::ActionKind;
+use crate::definition::{ActionSpec, ResultSpec};
 use crate::duration::Dur;
 use crate::run::Outcome;
+use crate::run::{ErrorCode, Source};
 
 const OK_CLEAN: &[u8] = include_bytes!(concat!(
     env!("CARGO_MANIFEST_DIR"),

@@ -1,0 +1,210 @@
+//! Resolving a definition's request ahead of the instant: `${VAR}`s, the
+//! rendered body, the checked URL and headers, and the snapshot's request
+//! part, so that a send only sends.
+
+use std::fmt;
+use std::time::Duration;
+
+use reqwest::header::{CONTENT_TYPE, HeaderName, HeaderValue};
+use reqwest::{Method, Url};
+
+use crate::definition::ActionSpec;
+use crate::template::{render_json, render_with};
+
+/// Everything about a request that can be resolved before the instant (off the hot path).
+#[derive(Clone)]
+pub struct PreparedRequest {
+    pub method: Method,
+    /// Rendered and checked to be an absolute http(s) URL.
+    pub url: String,
+    /// The definition's headers, rendered and checked to be valid.
+    pub headers: Vec<(String, String)>,
+    /// The rendered body, serialised once, sent as `application/json`
+    /// (the snapshot parses it back: a `Value` kept per activity cost
+    /// ~630 bytes each, 6 MB at 10,000 activities).
+    pub body: Option<Vec<u8>>,
+    /// Hex SHA-256 of `body`: the snapshot's fingerprint of a large body.
+    pub body_sha256: Option<String>,
+    pub timeout: Duration,
+    /// Rendered preflight URL: a GET that must answer 2xx before the main call.
+    pub preflight: Option<String>,
+    /// What every send repeats, done once: `url` parsed, the headers
+    /// (the definition's and the content type) validated, the body shared.
+    pub(super) sendable: Sendable,
+}
+
+#[derive(Clone)]
+pub(super) struct Sendable {
+    pub(super) url: Url,
+    pub(super) headers: Vec<(HeaderName, HeaderValue)>,
+    pub(super) body: Option<bytes::Bytes>,
+    /// "METHOD url", password masked: the start of every error message.
+    pub(super) what: String,
+    /// The snapshot's `request` part ([`crate::snapshot::request_part`]).
+    snapshot: crate::snapshot::Stored,
+    /// What it was built from: a request whose public fields were edited
+    /// after [`prepare`] is rebuilt at send time instead.
+    from: (Method, String, Vec<(String, String)>, Option<String>),
+}
+
+impl Sendable {
+    pub(super) fn of(
+        method: &Method,
+        url: &str,
+        headers: &[(String, String)],
+        body: Option<&[u8]>,
+        body_sha256: Option<&str>,
+    ) -> Result<Sendable, String> {
+        Ok(Sendable {
+            snapshot: crate::snapshot::request_part(method.as_str(), url, body, body_sha256),
+            url: Url::parse(url).map_err(|e| format!("action.url: `{}` is not a valid URL: {e}", redact_url(url)))?,
+            headers: fixed_headers(headers, body.is_some())?,
+            body: body.map(bytes::Bytes::copy_from_slice),
+            what: format!("{method} {}", redact_url(url)),
+            from: (
+                method.clone(),
+                url.to_string(),
+                headers.to_vec(),
+                body_sha256.map(str::to_string),
+            ),
+        })
+    }
+
+    pub(super) fn matches(&self, req: &PreparedRequest) -> bool {
+        self.from.0 == req.method
+            && self.from.1 == req.url
+            && self.from.2 == req.headers
+            && self.from.3 == req.body_sha256
+            && self.body.as_deref() == req.body.as_deref()
+    }
+}
+
+impl PreparedRequest {
+    /// The snapshot's `request` part: serialised once by [`prepare`], built
+    /// again only for a request whose fields were edited since.
+    pub fn snapshot_part(&self) -> std::borrow::Cow<'_, serde_json::value::RawValue> {
+        match self.sendable.matches(self) {
+            true => std::borrow::Cow::Borrowed(&self.sendable.snapshot),
+            false => std::borrow::Cow::Owned(crate::snapshot::request_part(
+                self.method.as_str(),
+                &self.url,
+                self.body.as_deref(),
+                self.body_sha256.as_deref(),
+            )),
+        }
+    }
+}
+
+impl fmt::Debug for PreparedRequest {
+    /// Header values are left out: they are where tokens live.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PreparedRequest")
+            .field("method", &self.method)
+            .field("url", &redact_url(&self.url))
+            .field(
+                "headers",
+                &self.headers.iter().map(|(k, _)| k.as_str()).collect::<Vec<_>>(),
+            )
+            .field("body", &self.body.as_deref().map(String::from_utf8_lossy))
+            .field("timeout", &self.timeout)
+            .field("preflight", &self.preflight.as_deref().map(redact_url))
+            .finish()
+    }
+}
+
+/// Resolves `${VAR}` with `lookup` and checks the result, so a missing
+/// variable or a bad URL is found before the instant. `Err` is a message
+/// naming the key (and the variable); the caller records an automation
+/// error `config`.
+pub fn prepare(action: &ActionSpec, mut lookup: impl FnMut(&str) -> Option<String>) -> Result<PreparedRequest, String> {
+    let method = Method::from_bytes(action.method.as_bytes())
+        .map_err(|_| format!("action.method: `{}` is not an HTTP method", action.method))?;
+    let url = render_with(&action.url, &mut lookup).map_err(|e| format!("action.url: {e}"))?;
+    check_url("action.url", &url)?;
+    let preflight = match &action.preflight {
+        Some(p) => {
+            let p = render_with(p, &mut lookup).map_err(|e| format!("action.preflight: {e}"))?;
+            check_url("action.preflight", &p)?;
+            Some(p)
+        }
+        None => None,
+    };
+    let mut headers = Vec::with_capacity(action.headers.len());
+    for (name, template) in &action.headers {
+        let key = format!("action.headers.{name}");
+        let value = render_with(template, &mut lookup).map_err(|e| format!("{key}: {e}"))?;
+        HeaderName::from_bytes(name.as_bytes()).map_err(|_| format!("{key}: not a valid header name"))?;
+        // The value is not quoted: it may hold a secret.
+        HeaderValue::from_str(&value)
+            .map_err(|_| format!("{key}: the resolved value is not a valid header value (control characters?)"))?;
+        headers.push((name.clone(), value));
+    }
+    let body = match &action.body {
+        Some(b) => {
+            let rendered = render_json(b, &mut lookup).map_err(|e| format!("action.body: {e}"))?;
+            Some(serde_json::to_vec(&rendered).map_err(|e| format!("action.body: {e}"))?)
+        }
+        None => None,
+    };
+    let body_sha256 = body.as_deref().map(|b| {
+        use sha2::Digest;
+        sha2::Sha256::digest(b).iter().map(|x| format!("{x:02x}")).collect()
+    });
+    let sendable = Sendable::of(&method, &url, &headers, body.as_deref(), body_sha256.as_deref())?;
+    Ok(PreparedRequest {
+        method,
+        url,
+        headers,
+        body,
+        body_sha256,
+        timeout: action.timeout.std(),
+        preflight,
+        sendable,
+    })
+}
+
+fn check_url(key: &str, url: &str) -> Result<(), String> {
+    let parsed = Url::parse(url).map_err(|e| format!("{key}: `{}` is not a valid URL: {e}", redact_url(url)))?;
+    if !matches!(parsed.scheme(), "http" | "https") || !parsed.has_host() {
+        return Err(format!("{key}: `{}` is not an absolute http(s) URL", redact_url(url)));
+    }
+    Ok(())
+}
+
+/// The URL with its password (if any) masked, for messages and the
+/// snapshot. Textual, so it also works on a URL that does not parse.
+pub(crate) fn redact_url(url: &str) -> String {
+    let Some(scheme_end) = url.find("://").map(|i| i + 3) else {
+        return url.to_string();
+    };
+    let rest = &url[scheme_end..];
+    let authority = &rest[..rest.find(['/', '?', '#']).unwrap_or(rest.len())];
+    let Some(at) = authority.rfind('@') else {
+        return url.to_string();
+    };
+    match authority[..at].find(':') {
+        Some(colon) => format!(
+            "{}{}:***{}",
+            &url[..scheme_end],
+            &authority[..colon],
+            &url[scheme_end + at..]
+        ),
+        None => url.to_string(),
+    }
+}
+
+/// The headers every request of a definition carries: its own (checked
+/// by [`prepare`]) and the content type of a JSON body.
+fn fixed_headers(headers: &[(String, String)], json_body: bool) -> Result<Vec<(HeaderName, HeaderValue)>, String> {
+    let mut out = Vec::with_capacity(headers.len() + 1);
+    for (name, value) in headers {
+        let key = format!("action.headers.{name}");
+        let name = HeaderName::from_bytes(name.as_bytes()).map_err(|_| format!("{key}: not a valid header name"))?;
+        let value = HeaderValue::from_str(value).map_err(|_| format!("{key}: not a valid header value"))?;
+        out.push((name, value));
+    }
+    if json_body {
+        out.push((CONTENT_TYPE, HeaderValue::from_static("application/json")));
+    }
+    Ok(out)
+}

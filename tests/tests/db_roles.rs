@@ -123,12 +123,13 @@ async fn the_runtime_role_fires_but_cannot_change_the_schema_or_the_audit_log() 
     // 100 days ahead puts every finished run past its retention.
     let store = actcore::store::Store::open(Some(&runtime_url)).await.unwrap();
     let later = jiff::Timestamp::now() + jiff::SignedDuration::from_hours(24 * 100);
+    let stop = tokio_util::sync::CancellationToken::new();
     let outcome = actcore::retention::pruner::pass(
         &store,
         "roles-test",
         later,
         actcore::retention::PassLimits::default(),
-        &tokio_util::sync::CancellationToken::new(),
+        &actcore::retention::Gate::new(&stop, std::time::Duration::ZERO),
     )
     .await
     .expect("the runtime role prunes");

@@ -12,7 +12,7 @@ use std::time::Duration;
 use actcore::definition::{Definition, Loaded, RetentionSpec, sample};
 use actcore::duration::Dur;
 use actcore::retention::policy::PG_LOCK_KEY;
-use actcore::retention::{PassLimits, PassOutcome, Pruned, pruner};
+use actcore::retention::{Gate, PassLimits, PassOutcome, Pruned, pruner};
 use actcore::run::{Outcome, Source, State, Trigger};
 use actcore::store::{HistoryStore, NewRun, RunFilter, RunStore, Store};
 use actcore_tests::{Backend, Worker, activity_id, eventually, fresh_pg_url, fresh_store, run_cli, write_definition};
@@ -76,7 +76,8 @@ fn limits(batch: u32, max_rows: u64) -> PassLimits {
 }
 
 async fn pass(store: &Store, now: Timestamp, limits: PassLimits) -> PassOutcome {
-    pruner::pass(store, "retention-test", now, limits, &CancellationToken::new())
+    let stop = CancellationToken::new();
+    pruner::pass(store, "retention-test", now, limits, &Gate::new(&stop, limits.pause))
         .await
         .expect("prune pass")
 }

@@ -7,12 +7,16 @@
 //! - [`pruner`]: the worker's background task: a bounded pass every 10
 //!   minutes (under a Postgres advisory lock, so one replica prunes at a
 //!   time), audited as one `runs_pruned` event per pass that deleted rows.
+//! - [`gate`]: between two batches, the pause and the wait for a quiet
+//!   moment of the worker's firing (firing goes first).
 //!
 //! The statements are the stores' (`store/postgres/retention.rs`,
 //! `store/sqlite/retention.rs`); `activity_events` is never pruned by the
 //! worker (its role may not delete from it).
 
+pub mod gate;
 pub mod policy;
 pub mod pruner;
 
+pub use self::gate::{Firing, Gate};
 pub use self::policy::{Class, Cutoffs, Group, PassLimits, PassOutcome, Plan, Pruned, Scope, plan};

@@ -5,17 +5,20 @@
 //!
 //! A pass that fails (the database is away, the runtime role lacks DELETE)
 //! is logged and tried again at the next period: retention never stops the
-//! worker. Tuning, for benchmarks and catching up a large backlog (all
+//! worker. Each batch waits for a quiet moment of the worker's firing
+//! (`gate`): pruning takes the time between instants, not theirs. Tuning, for benchmarks and catching up a large backlog (all
 //! optional, durations like the definitions'): `ACTCORE_RETENTION_FIRST`
 //! (1m), `ACTCORE_RETENTION_EVERY` (10m), `ACTCORE_RETENTION_MAX_ROWS`
 //! (100000 per pass), `ACTCORE_RETENTION_PAUSE` (50ms between statements).
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use jiff::Timestamp;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
+use super::gate::{Firing, Gate};
 use super::policy::{self, PassLimits, PassOutcome, Plan};
 use crate::duration::Dur;
 use crate::error::Result;
@@ -76,20 +79,27 @@ impl PrunerConfig {
 }
 
 /// The worker's background task (`services.spawn("the pruner", …)`): runs
-/// until `stop`; never returns an error (a failed pass waits for the next).
-pub async fn run<S: RunStore + DefinitionSource>(store: S, worker_id: String, stop: CancellationToken) -> Result<()> {
+/// until `stop`, yielding to `firing`; never returns an error (a failed pass
+/// waits for the next).
+pub async fn run<S: RunStore + DefinitionSource>(
+    store: S,
+    worker_id: String,
+    firing: Arc<dyn Firing>,
+    stop: CancellationToken,
+) -> Result<()> {
     if !store.prunes_history() {
         stop.cancelled().await;
         return Ok(());
     }
     let config = PrunerConfig::from_env();
+    let gate = Gate::new(&stop, config.limits.pause).yielding_to(&*firing);
     let mut wait = config.first;
     loop {
         tokio::select! {
             _ = stop.cancelled() => return Ok(()),
             _ = tokio::time::sleep(wait) => {}
         }
-        wait = match pass(&store, &worker_id, Timestamp::now(), config.limits, &stop).await {
+        wait = match pass(&store, &worker_id, Timestamp::now(), config.limits, &gate).await {
             Ok(PassOutcome::Pruned(p)) if p.bounded => config.catching_up,
             Ok(PassOutcome::Pruned(_)) => config.every,
             Ok(PassOutcome::LockHeld) => {
@@ -107,14 +117,15 @@ pub async fn run<S: RunStore + DefinitionSource>(store: S, worker_id: String, st
     }
 }
 
-/// One pass at `now`: plans from the stored definitions, prunes, and
-/// audits what it deleted (one `runs_pruned` event and one log line).
+/// One pass at `now`: plans from the stored definitions, prunes (each
+/// statement after `gate`'s wait), and audits what it deleted (one
+/// `runs_pruned` event and one log line).
 pub async fn pass<S: RunStore + DefinitionSource>(
     store: &S,
     worker_id: &str,
     now: Timestamp,
     limits: PassLimits,
-    stop: &CancellationToken,
+    gate: &Gate<'_>,
 ) -> Result<PassOutcome> {
     let definitions = store.definitions().await?;
     let plan = policy::plan(
@@ -124,7 +135,7 @@ pub async fn pass<S: RunStore + DefinitionSource>(
         now,
         limits,
     );
-    let outcome = store.prune_runs(&plan, stop).await?;
+    let outcome = store.prune_runs(&plan, gate).await?;
     if let PassOutcome::Pruned(p) = &outcome
         && p.total() > 0
     {

@@ -25,7 +25,7 @@ use super::{
 };
 use crate::error::Result;
 use crate::guard::Admission;
-use crate::retention::{PassOutcome, Plan};
+use crate::retention::{Gate, PassOutcome, Plan};
 use crate::run::ErrorCode;
 
 /// The worker's hot path: claim, finish, leases, reap, misfires.
@@ -100,11 +100,12 @@ pub trait RunStore: Clone + Send + Sync + 'static {
     /// One bounded pass of history retention ([`crate::retention`]):
     /// deletes finished runs past their class's cutoff, `plan.limits.batch`
     /// rows per statement, pausing between statements, until none is left,
-    /// `plan.limits.max_rows` is passed or `stop`. Postgres holds an
+    /// `plan.limits.max_rows` is passed or the gate stops it (the gate also
+    /// holds each statement back while the worker fires). Postgres holds an
     /// advisory lock for the pass, so one replica prunes at a time
     /// (`LockHeld` when another does); the embedded store is single node.
-    fn prune_runs(&self, plan: &Plan, stop: &CancellationToken) -> impl Future<Output = Result<PassOutcome>> + Send {
-        let _ = (plan, stop);
+    fn prune_runs(&self, plan: &Plan, gate: &Gate<'_>) -> impl Future<Output = Result<PassOutcome>> + Send {
+        let _ = (plan, gate);
         async { Ok(PassOutcome::Pruned(Default::default())) }
     }
 }
@@ -232,8 +233,8 @@ impl RunStore for Store {
         true
     }
 
-    async fn prune_runs(&self, plan: &Plan, stop: &CancellationToken) -> Result<PassOutcome> {
-        backend!(self, s => s.prune_runs(plan, stop))
+    async fn prune_runs(&self, plan: &Plan, gate: &Gate<'_>) -> Result<PassOutcome> {
+        backend!(self, s => s.prune_runs(plan, gate))
     }
 }
 

@@ -30,6 +30,7 @@ mod tests;
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
 use jiff::{SignedDuration, Timestamp};
@@ -92,6 +93,9 @@ pub(crate) struct Core<S> {
     hard_stop: CancellationToken,
     /// Every loaded activity's spec, for runs that come from the queue or the reaper.
     specs: std::sync::RwLock<Arc<Specs>>,
+    /// When the loop next claims (Unix ms; `i64::MAX`: nothing scheduled,
+    /// `i64::MIN`: not started), for the pruner's gate.
+    next_claim: AtomicI64,
 }
 
 /// The receiving ends that the recorder and the ledger take.
@@ -117,6 +121,7 @@ impl<S: RunStore> Core<S> {
             stopping: CancellationToken::new(),
             hard_stop: CancellationToken::new(),
             specs: Default::default(),
+            next_claim: AtomicI64::new(i64::MIN),
         });
         (
             core,
@@ -163,6 +168,12 @@ impl<S: RunStore> Core<S> {
         }
     }
 
+    /// Publishes when the loop next claims (`None`: nothing is scheduled).
+    fn set_next_claim(&self, at: Option<Timestamp>) {
+        self.next_claim
+            .store(at.map_or(i64::MAX, |t| t.as_millisecond()), Ordering::Relaxed);
+    }
+
     fn ledger(&self, give_up: &CancellationToken) -> Ledger<S> {
         Ledger {
             store: self.store.clone(),
@@ -170,6 +181,22 @@ impl<S: RunStore> Core<S> {
             worker_id: self.config.worker_id.clone(),
             give_up: give_up.clone(),
         }
+    }
+}
+
+/// The pruner's view of the firing: busy while any claim, run or unwritten
+/// result is in flight, else quiet until the next claim.
+impl<S: RunStore> crate::retention::Firing for Core<S> {
+    fn quiet_for(&self) -> Option<Duration> {
+        if !self.tasks.is_empty() || self.owned.len() > 0 {
+            return None;
+        }
+        let next = self.next_claim.load(Ordering::Relaxed);
+        if next == i64::MAX {
+            return Some(Duration::MAX);
+        }
+        let left = next.saturating_sub(self.clock.now().as_millisecond());
+        (left > 0).then(|| Duration::from_millis(left as u64))
     }
 }
 
@@ -205,7 +232,12 @@ pub async fn run_with<S: RunStore + DefinitionSource>(
     services.spawn("the lease keeper", leases::keep(core.clone(), background.clone()));
     services.spawn(
         "the pruner",
-        crate::retention::pruner::run(store.clone(), config.worker_id.clone(), background.clone()),
+        crate::retention::pruner::run(
+            store.clone(),
+            config.worker_id.clone(),
+            core.clone(),
+            background.clone(),
+        ),
     );
     services.spawn("the metrics upkeep", crate::api::metrics::upkeep(background.clone()));
     let (listener, wake2, stop2) = (store.clone(), wake.clone(), background.clone());
@@ -244,6 +276,7 @@ pub async fn run_with<S: RunStore + DefinitionSource>(
             }
             (None, _) => SignedDuration::ZERO,
         };
+        core.set_next_claim(earliest.map(|t| t - ahead));
         let wake_at = earliest.map_or(clock.now() + SignedDuration::from_hours(1), |t| t - ahead);
         let wake_at = wake_at.min(clock.now() + SignedDuration::from_hours(1));
         // Liveness for /healthz (admin API): stamped on every wake-up, and

@@ -781,3 +781,33 @@ async fn fault8_a_retrying_claim_is_superseded_by_the_next_instant() {
     assert_eq!(rows[0].context_snapshot["misfire"]["reason"], "claim_failed");
     assert_eq!(rig.faults.claim_attempts.lock().unwrap().len(), 2, "no retry of :01");
 }
+
+#[tokio::test]
+async fn the_pruner_sees_the_firing_busy_until_its_rows_are_written() {
+    use crate::retention::Firing;
+    let mut rig = rig(|s| vec![activity(s, 1, "* * * * * *")]).await;
+    rig.answer("/a1", OK).await;
+    assert_eq!(rig.core.quiet_for(), None, "not started: not quiet");
+    rig.core.set_next_claim(Some(t("2026-03-01T12:00:05Z")));
+    assert_eq!(
+        rig.core.quiet_for(),
+        Some(Duration::from_secs(5)),
+        "quiet until the claim"
+    );
+    // The run finishes but its row cannot be written: still busy.
+    rig.faults.finish_down.store(true, Ordering::SeqCst);
+    rig.fire_at("2026-03-01T12:00:01Z").await;
+    rig.core.set_next_claim(Some(t("2026-03-01T12:00:05Z")));
+    assert_eq!(rig.core.quiet_for(), None, "a result waiting in the recorder");
+    rig.faults.finish_down.store(false, Ordering::SeqCst);
+    rig.settle().await;
+    assert_eq!(
+        rig.core.quiet_for(),
+        Some(Duration::from_secs(4)),
+        "written: quiet again"
+    );
+    rig.clock.advance_to(t("2026-03-01T12:00:05Z"));
+    assert_eq!(rig.core.quiet_for(), None, "the claim is due");
+    rig.core.set_next_claim(None);
+    assert_eq!(rig.core.quiet_for(), Some(Duration::MAX), "nothing scheduled");
+}

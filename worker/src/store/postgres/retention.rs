@@ -5,17 +5,16 @@
 
 use sqlx::postgres::PgConnectOptions;
 use sqlx::{Connection, PgConnection};
-use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use super::{PgStore, ts};
 use crate::error::Result;
 use crate::retention::policy::PG_LOCK_KEY;
-use crate::retention::{Class, PassOutcome, Plan, Pruned, Scope};
+use crate::retention::{Class, Gate, PassOutcome, Plan, Pruned, Scope};
 use crate::store::connect_error;
 
 impl PgStore {
-    pub async fn prune_runs(&self, plan: &Plan, stop: &CancellationToken) -> Result<PassOutcome> {
+    pub async fn prune_runs(&self, plan: &Plan, gate: &Gate<'_>) -> Result<PassOutcome> {
         // Not a pooled connection: the session lock lives and dies with this
         // one (closing or losing it releases the lock), where a pooled one
         // would hand a held lock on to its next user.
@@ -30,7 +29,7 @@ impl PgStore {
             return Ok(PassOutcome::LockHeld);
         }
         let mut pruned = Pruned::default();
-        let result = delete_expired(&mut conn, plan, stop, &mut pruned).await;
+        let result = delete_expired(&mut conn, plan, gate, &mut pruned).await;
         // Closing the session releases the lock too; unlock first to be plain about it.
         let _ = sqlx::query("select pg_advisory_unlock($1)")
             .bind(PG_LOCK_KEY)
@@ -42,16 +41,12 @@ impl PgStore {
     }
 }
 
-async fn delete_expired(
-    conn: &mut PgConnection,
-    plan: &Plan,
-    stop: &CancellationToken,
-    pruned: &mut Pruned,
-) -> Result<()> {
+async fn delete_expired(conn: &mut PgConnection, plan: &Plan, gate: &Gate<'_>, pruned: &mut Pruned) -> Result<()> {
     // A statement that cannot finish (a lock held by a stuck session) gives
     // up rather than holding the pruner forever.
     sqlx::query("set statement_timeout = '60s'").execute(&mut *conn).await?;
     let limits = plan.limits;
+    let mut last = None;
     for group in &plan.groups {
         let (ids, only): (&[Uuid], bool) = match &group.scope {
             Scope::Only(ids) => (ids, true),
@@ -71,10 +66,11 @@ async fn delete_expired(
                 },
             );
             loop {
-                if stop.is_cancelled() || pruned.total() >= limits.max_rows {
+                if pruned.total() >= limits.max_rows || !gate.ready(last).await {
                     pruned.bounded = true;
                     return Ok(());
                 }
+                let started = std::time::Instant::now();
                 let n = sqlx::query(sqlx::AssertSqlSafe(sql.clone()))
                     .bind(ts(group.cutoffs.of(class)))
                     .bind(ids)
@@ -82,12 +78,12 @@ async fn delete_expired(
                     .execute(&mut *conn)
                     .await?
                     .rows_affected();
+                last = Some(started.elapsed());
                 pruned.statements += 1;
                 pruned.add(class, n);
                 if n < u64::from(limits.batch) {
                     break;
                 }
-                tokio::time::sleep(limits.pause).await;
             }
         }
     }

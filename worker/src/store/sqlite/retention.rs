@@ -1,19 +1,19 @@
 //! History retention on the embedded store (`crate::retention`): the same
 //! statements as Postgres (`store/postgres/retention.rs`), without a lock:
 //! one process owns the file. Each batch is its own short write
-//! transaction, so the worker's claims and results interleave with a pass.
-
-use tokio_util::sync::CancellationToken;
+//! transaction, so the worker's claims and results interleave with a pass,
+//! and the gate sends it between instants.
 
 use super::SqliteStore;
 use crate::error::Result;
-use crate::retention::{Class, PassOutcome, Plan, Pruned, Scope};
+use crate::retention::{Class, Gate, PassOutcome, Plan, Pruned, Scope};
 use crate::store::time::to_text;
 
 impl SqliteStore {
-    pub async fn prune_runs(&self, plan: &Plan, stop: &CancellationToken) -> Result<PassOutcome> {
+    pub async fn prune_runs(&self, plan: &Plan, gate: &Gate<'_>) -> Result<PassOutcome> {
         let limits = plan.limits;
         let mut pruned = Pruned::default();
+        let mut last = None;
         for group in &plan.groups {
             let (ids, only) = match &group.scope {
                 Scope::Only(ids) => (ids, true),
@@ -31,10 +31,11 @@ impl SqliteStore {
                     not = if only { "" } else { "not " },
                 );
                 loop {
-                    if stop.is_cancelled() || pruned.total() >= limits.max_rows {
+                    if pruned.total() >= limits.max_rows || !gate.ready(last).await {
                         pruned.bounded = true;
                         return Ok(PassOutcome::Pruned(pruned));
                     }
+                    let started = std::time::Instant::now();
                     let n = sqlx::query(sqlx::AssertSqlSafe(sql.clone()))
                         .bind(to_text(group.cutoffs.of(class)))
                         .bind(&ids)
@@ -42,12 +43,12 @@ impl SqliteStore {
                         .execute(&self.pool)
                         .await?
                         .rows_affected();
+                    last = Some(started.elapsed());
                     pruned.statements += 1;
                     pruned.add(class, n);
                     if n < u64::from(limits.batch) {
                         break;
                     }
-                    tokio::time::sleep(limits.pause).await;
                 }
             }
         }

@@ -1244,6 +1244,38 @@ async fn link(store: &Store, run_id: Uuid, column: &str) -> Option<String> {
     }
 }
 
+/// The worker's start-up creates the missing guard rows of its activities
+/// (fresh: circuit closed, nothing counted), ignores unknown ids, and
+/// changes none that exists.
+async fn guard_rows_created_up_front(backend: Backend) {
+    let (store, _dir, files) = store_with(backend, 2).await;
+    let (a, b) = (files[0].definition.id, files[1].definition.id);
+    assert!(store.guards(&[a, b]).await.expect("guards").is_empty());
+    assert_eq!(
+        store.create_guard_rows(&[a, Uuid::new_v4()]).await.expect("create"),
+        1,
+        "an unknown activity gets no row"
+    );
+    let rows = store.guards(&[a, b]).await.expect("guards");
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    assert_eq!(
+        (
+            rows[0].definition_id,
+            rows[0].circuit.as_str(),
+            rows[0].consecutive_errors,
+            rows[0].window_attempts
+        ),
+        (a, "closed", 0, 0)
+    );
+    assert_eq!(
+        store.create_guard_rows(&[b, a]).await.expect("create"),
+        1,
+        "only b's is missing"
+    );
+    assert_eq!(store.create_guard_rows(&[a, b]).await.expect("create"), 0);
+    assert_eq!(store.guards(&[a, b]).await.expect("guards").len(), 2);
+}
+
 /// The fallback's queries: an instant's runs, the cluster guard's "running
 /// or healthy since", the fence widened to fallback first attempts, and the
 /// links (`retry_of`, `duplicate_of`, `actor`) stored as given.
@@ -1345,4 +1377,5 @@ actcore_tests::both_backends!(
     runbook_query_verbatim,
     slugs_can_swap_in_one_sync,
     guard_reads_and_overrides,
+    guard_rows_created_up_front,
 );

@@ -75,6 +75,16 @@ pub trait RunStore: Clone + Send + Sync + 'static {
     /// Guard updates and retries for runs that ended outside `finish_runs` (reaped).
     fn settle(&self, items: &[Settle], now: Timestamp) -> impl Future<Output = Result<()>> + Send;
 
+    /// Creates the missing guard rows of the activities `ids` (a fresh
+    /// row: circuit closed, no attempt counted) and returns how many. The
+    /// worker calls it at start, so that the first instant of a new fleet
+    /// takes `admit`'s one-statement path instead of creating and planning
+    /// thousands of rows while it is due. A test double need not.
+    fn create_guard_rows(&self, ids: &[Uuid]) -> impl Future<Output = Result<u64>> + Send {
+        let _ = ids;
+        async { Ok(0) }
+    }
+
     /// Claims up to `limit` queued runs due by `now` (one run, with `only`),
     /// `FOR UPDATE SKIP LOCKED`: each runs on exactly one replica.
     fn claim_queued(
@@ -204,6 +214,10 @@ impl RunStore for Store {
 
     async fn admit(&self, items: &[AdmitItem], now: Timestamp) -> Result<Vec<(Uuid, Admission)>> {
         backend!(self, s => s.admit(items, now))
+    }
+
+    async fn create_guard_rows(&self, ids: &[Uuid]) -> Result<u64> {
+        backend!(self, s => s.create_guard_rows(ids))
     }
 
     async fn settle(&self, items: &[Settle], now: Timestamp) -> Result<()> {

@@ -373,6 +373,13 @@ async fn start<S: RunStore + DefinitionSource>(core: &Core<S>, store: &S) -> Res
         let last = cursors.get(&d.definition.id).copied();
         Some(last.map_or(d.updated_at, |l| l.max(d.updated_at)))
     });
+    // A new fleet's guard rows, made now rather than by its first instant's
+    // admission (a slow path: rows created, locked, decoded and planned).
+    match store.create_guard_rows(&timers.ids()).await {
+        Ok(0) => {}
+        Ok(n) => debug!(activities = n, "guard rows created"),
+        Err(e) => warn!(error = %e, "could not create the activities' guard rows; their first admission will"),
+    }
     info!(worker_id = %config.worker_id, activities = timers.len(), "worker started");
     timers.log_next();
     Ok((timers, version))

@@ -146,6 +146,11 @@ impl Timers {
         self.activities.len()
     }
 
+    /// The firing activities' ids.
+    pub fn ids(&self) -> Vec<Uuid> {
+        self.activities.keys().copied().collect()
+    }
+
     /// The specs the queue executes: the firing ones and the paused ones.
     pub fn specs(&self) -> Specs {
         let mut out: Specs = self.idle.iter().map(|(id, s)| (*id, (s.clone(), false))).collect();

@@ -60,16 +60,23 @@ pub(super) async fn insert_row<'e>(
     Ok(n == 1)
 }
 
-/// Creates the missing guard rows and locks `ids`' rows, in id order.
-async fn lock_guards(tx: &mut Transaction<'_, Postgres>, ids: &[Uuid]) -> Result<HashMap<Uuid, GuardRow>> {
-    sqlx::query(
+/// Inserts the missing guard rows of `ids` (existing activities only), in
+/// id order, as every statement that locks guard rows takes them.
+async fn insert_missing_guards<'e>(e: impl sqlx::PgExecutor<'e>, ids: &[Uuid]) -> Result<u64> {
+    Ok(sqlx::query(
         "insert into activity_guard (definition_id)
          select d.id from unnest($1::uuid[]) as d(id) join activity_definitions a on a.definition_id = d.id
          order by d.id on conflict do nothing",
     )
     .bind(ids)
-    .execute(&mut **tx)
-    .await?;
+    .execute(e)
+    .await?
+    .rows_affected())
+}
+
+/// Creates the missing guard rows and locks `ids`' rows, in id order.
+async fn lock_guards(tx: &mut Transaction<'_, Postgres>, ids: &[Uuid]) -> Result<HashMap<Uuid, GuardRow>> {
+    insert_missing_guards(&mut **tx, ids).await?;
     let rows =
         sqlx::query("select * from activity_guard where definition_id = any($1) order by definition_id for update")
             .bind(ids)
@@ -227,6 +234,10 @@ impl PgStore {
             }
         }
         Ok(admitted)
+    }
+
+    pub async fn create_guard_rows(&self, ids: &[Uuid]) -> Result<u64> {
+        insert_missing_guards(&self.pool, ids).await
     }
 
     /// Guard updates and retries for runs already ended (reaped ones).

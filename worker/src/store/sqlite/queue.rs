@@ -155,6 +155,21 @@ pub(super) async fn settle_in(tx: &mut Tx<'_>, items: &[&Settle], now: Timestamp
 }
 
 impl SqliteStore {
+    pub async fn create_guard_rows(&self, ids: &[Uuid]) -> Result<u64> {
+        let ids = serde_json::to_string(&ids.iter().map(|u| u.to_string()).collect::<Vec<_>>())
+            .expect("a list of strings serialises");
+        Ok(sqlx::query(
+            "insert into activity_guard (definition_id, updated_at)
+             select definition_id, ?2 from activity_definitions where definition_id in (select value from json_each(?1))
+             on conflict do nothing",
+        )
+        .bind(ids)
+        .bind(to_text(Timestamp::now()))
+        .execute(&self.pool)
+        .await?
+        .rows_affected())
+    }
+
     pub async fn admit(&self, items: &[AdmitItem], now: Timestamp) -> Result<Vec<(Uuid, Admission)>> {
         if items.is_empty() {
             return Ok(Vec::new());

@@ -35,7 +35,6 @@ pub mod duration;
 pub mod error;
 pub mod fallback;
 pub mod guard;
-pub mod memory;
 pub mod misfire;
 pub mod ops;
 pub mod retention;

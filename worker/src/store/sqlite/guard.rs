@@ -14,7 +14,8 @@ use crate::store::guard::{
     CircuitOverride, GuardRow, RUN_COLUMNS_BUT_SNAPSHOT, RunQuery, SUCCESS_OUTCOMES, run_columns,
 };
 
-fn ids_json(ids: &[Uuid]) -> String {
+/// A list of ids as the JSON array text that `json_each(?)` reads.
+pub(super) fn ids_json(ids: &[Uuid]) -> String {
     serde_json::to_string(&ids.iter().map(Uuid::to_string).collect::<Vec<_>>()).unwrap_or_else(|_| "[]".into())
 }
 

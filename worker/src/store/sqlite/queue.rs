@@ -9,7 +9,7 @@ use sqlx::Row;
 use sqlx::sqlite::SqliteRow;
 use uuid::Uuid;
 
-use super::guard::guard_row;
+use super::guard::{guard_row, ids_json};
 use super::*;
 use crate::guard::Admission;
 use crate::run::Trigger;
@@ -74,23 +74,28 @@ pub(super) async fn insert_row(
     Ok(n == 1)
 }
 
+/// Inserts the missing guard rows of `ids` (existing activities only), in one statement.
+async fn insert_missing_guards<'e>(e: impl sqlx::SqliteExecutor<'e>, ids: &[Uuid]) -> Result<u64> {
+    Ok(sqlx::query(
+        "insert into activity_guard (definition_id, updated_at)
+         select definition_id, ?2 from activity_definitions where definition_id in (select value from json_each(?1))
+         on conflict do nothing",
+    )
+    .bind(ids_json(ids))
+    .bind(to_text(Timestamp::now()))
+    .execute(e)
+    .await?
+    .rows_affected())
+}
+
 /// Creates the missing guard rows of `ids` and reads them (the immediate
 /// transaction already holds the only write lock).
 async fn lock_guards(tx: &mut Tx<'_>, ids: &[Uuid]) -> Result<HashMap<Uuid, GuardRow>> {
+    insert_missing_guards(&mut **tx, ids).await?;
     let mut out = HashMap::with_capacity(ids.len());
     for id in ids {
-        let id = id.to_string();
-        sqlx::query(
-            "insert into activity_guard (definition_id, updated_at)
-             select definition_id, ?2 from activity_definitions where definition_id = ?1
-             on conflict do nothing",
-        )
-        .bind(&id)
-        .bind(to_text(Timestamp::now()))
-        .execute(&mut **tx)
-        .await?;
         if let Some(r) = sqlx::query("select * from activity_guard where definition_id = ?1")
-            .bind(&id)
+            .bind(id.to_string())
             .fetch_optional(&mut **tx)
             .await?
         {
@@ -156,18 +161,7 @@ pub(super) async fn settle_in(tx: &mut Tx<'_>, items: &[&Settle], now: Timestamp
 
 impl SqliteStore {
     pub async fn create_guard_rows(&self, ids: &[Uuid]) -> Result<u64> {
-        let ids = serde_json::to_string(&ids.iter().map(|u| u.to_string()).collect::<Vec<_>>())
-            .expect("a list of strings serialises");
-        Ok(sqlx::query(
-            "insert into activity_guard (definition_id, updated_at)
-             select definition_id, ?2 from activity_definitions where definition_id in (select value from json_each(?1))
-             on conflict do nothing",
-        )
-        .bind(ids)
-        .bind(to_text(Timestamp::now()))
-        .execute(&self.pool)
-        .await?
-        .rows_affected())
+        insert_missing_guards(&self.pool, ids).await
     }
 
     pub async fn admit(&self, items: &[AdmitItem], now: Timestamp) -> Result<Vec<(Uuid, Admission)>> {

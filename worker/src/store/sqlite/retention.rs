@@ -5,6 +5,7 @@
 //! and the gate sends it between instants.
 
 use super::SqliteStore;
+use super::guard::ids_json;
 use crate::error::Result;
 use crate::retention::{Class, Gate, PassOutcome, Plan, Pruned, Scope};
 use crate::store::time::to_text;
@@ -19,8 +20,7 @@ impl SqliteStore {
                 Scope::Only(ids) => (ids, true),
                 Scope::AllExcept(ids) => (ids, false),
             };
-            let ids = serde_json::to_string(&ids.iter().map(|u| u.to_string()).collect::<Vec<_>>())
-                .expect("a list of strings serialises");
+            let ids = ids_json(ids);
             for class in Class::ALL {
                 let sql = format!(
                     "delete from activity_runs where run_id in (

@@ -5,8 +5,10 @@
 use std::fmt;
 use std::time::Duration;
 
-use reqwest::header::{CONTENT_TYPE, HeaderName, HeaderValue};
-use reqwest::{Method, Url};
+use base64::Engine as _;
+use http::header::{AUTHORIZATION, CONTENT_TYPE, HeaderName, HeaderValue};
+use http::{Method, Uri};
+use url::Url;
 
 use crate::definition::ActionSpec;
 use crate::template::{render_json, render_with};
@@ -28,14 +30,16 @@ pub struct PreparedRequest {
     pub timeout: Duration,
     /// Rendered preflight URL: a GET that must answer 2xx before the main call.
     pub preflight: Option<String>,
-    /// What every send repeats, done once: `url` parsed, the headers
-    /// (the definition's and the content type) validated, the body shared.
+    /// What every send repeats, done once: `url` parsed into the request's
+    /// target, the headers (the definition's, the content type, the URL's
+    /// user info as Basic auth) validated, the body shared.
     pub(super) sendable: Sendable,
 }
 
 #[derive(Clone)]
 pub(super) struct Sendable {
-    pub(super) url: Url,
+    /// The request target: `url` without its user info and fragment.
+    pub(super) uri: Uri,
     pub(super) headers: Vec<(HeaderName, HeaderValue)>,
     pub(super) body: Option<bytes::Bytes>,
     /// "METHOD url", password masked: the start of every error message.
@@ -55,10 +59,11 @@ impl Sendable {
         body: Option<&[u8]>,
         body_sha256: Option<&str>,
     ) -> Result<Sendable, String> {
+        let (uri, auth) = target(url).map_err(|e| format!("action.url: {e}"))?;
         Ok(Sendable {
             snapshot: crate::snapshot::request_part(method.as_str(), url, body, body_sha256),
-            url: Url::parse(url).map_err(|e| format!("action.url: `{}` is not a valid URL: {e}", redact_url(url)))?,
-            headers: fixed_headers(headers, body.is_some())?,
+            uri,
+            headers: fixed_headers(headers, body.is_some(), auth)?,
             body: body.map(bytes::Bytes::copy_from_slice),
             what: format!("{method} {}", redact_url(url)),
             from: (
@@ -163,6 +168,38 @@ pub fn prepare(action: &ActionSpec, mut lookup: impl FnMut(&str) -> Option<Strin
     })
 }
 
+/// The request target of `url` (user info and fragment removed, as a
+/// browser or reqwest sends it) and the user info as a Basic
+/// `Authorization` value (percent-decoded, marked sensitive so it is
+/// never logged). `Err` says why, without the password.
+pub(super) fn target(url: &str) -> Result<(Uri, Option<HeaderValue>), String> {
+    let mut parsed = Url::parse(url).map_err(|e| format!("`{}` is not a valid URL: {e}", redact_url(url)))?;
+    let auth = basic_auth(&parsed);
+    if auth.is_some() {
+        // Only fails for URLs that cannot have user info, which `auth` rules out.
+        let _ = parsed.set_username("");
+        let _ = parsed.set_password(None);
+    }
+    parsed.set_fragment(None);
+    let uri = parsed
+        .as_str()
+        .parse::<Uri>()
+        .map_err(|e| format!("`{}` is not a valid request target: {e}", redact_url(url)))?;
+    Ok((uri, auth))
+}
+
+fn basic_auth(url: &Url) -> Option<HeaderValue> {
+    if url.username().is_empty() && url.password().is_none() {
+        return None;
+    }
+    let decode = |s: &str| percent_encoding::percent_decode_str(s).decode_utf8_lossy().into_owned();
+    let pair = format!("{}:{}", decode(url.username()), decode(url.password().unwrap_or("")));
+    let encoded = base64::engine::general_purpose::STANDARD.encode(pair);
+    let mut value = HeaderValue::from_str(&format!("Basic {encoded}")).ok()?;
+    value.set_sensitive(true);
+    Some(value)
+}
+
 fn check_url(key: &str, url: &str) -> Result<(), String> {
     let parsed = Url::parse(url).map_err(|e| format!("{key}: `{}` is not a valid URL: {e}", redact_url(url)))?;
     if !matches!(parsed.scheme(), "http" | "https") || !parsed.has_host() {
@@ -194,9 +231,14 @@ pub(crate) fn redact_url(url: &str) -> String {
 }
 
 /// The headers every request of a definition carries: its own (checked
-/// by [`prepare`]) and the content type of a JSON body.
-fn fixed_headers(headers: &[(String, String)], json_body: bool) -> Result<Vec<(HeaderName, HeaderValue)>, String> {
-    let mut out = Vec::with_capacity(headers.len() + 1);
+/// by [`prepare`]), the content type of a JSON body, and the URL's user
+/// info as Basic auth unless the definition sets `Authorization` itself.
+fn fixed_headers(
+    headers: &[(String, String)],
+    json_body: bool,
+    auth: Option<HeaderValue>,
+) -> Result<Vec<(HeaderName, HeaderValue)>, String> {
+    let mut out = Vec::with_capacity(headers.len() + 2);
     for (name, value) in headers {
         let key = format!("action.headers.{name}");
         let name = HeaderName::from_bytes(name.as_bytes()).map_err(|_| format!("{key}: not a valid header name"))?;
@@ -205,6 +247,11 @@ fn fixed_headers(headers: &[(String, String)], json_body: bool) -> Result<Vec<(H
     }
     if json_body {
         out.push((CONTENT_TYPE, HeaderValue::from_static("application/json")));
+    }
+    if let Some(auth) = auth
+        && !out.iter().any(|(name, _)| name == AUTHORIZATION)
+    {
+        out.push((AUTHORIZATION, auth));
     }
     Ok(out)
 }

@@ -5,7 +5,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use wiremock::matchers::{body_json, header, method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
-use reqwest::Method;
+use ::http::Method;
 
 use super::*;
 use crate::definition::ActionKind;
@@ -379,4 +379,48 @@ async fn a_hand_built_request_with_a_bad_header_is_config_not_a_panic() {
     req.url = "not a url".into();
     let report = HttpExecutor::new().execute(&req, &run(), &spec()).await;
     assert_eq!(code(&report), Some(ErrorCode::Config), "{report:?}");
+}
+
+#[tokio::test]
+async fn user_info_in_the_url_is_sent_as_basic_auth_and_the_definitions_authorization_wins() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(200).set_body_raw(OK_CLEAN, "application/json"))
+        .mount(&server)
+        .await;
+    // `p%40ss` is `p@ss` once percent-decoded: "sweeper:p@ss" in Base64.
+    let with_user = server.uri().replacen("http://", "http://sweeper:p%40ss@", 1);
+    let req = prepared(&with_user, &action("POST", "${STATE_HUB_URL}/sweep"));
+    assert!(
+        !format!("{req:?}").contains("p%40ss"),
+        "the password stays out of Debug"
+    );
+    let report = HttpExecutor::new().execute(&req, &run(), &spec()).await;
+    assert_eq!(report.classification.outcome, Outcome::Ok, "{report:?}");
+
+    let mut a = action("POST", "${STATE_HUB_URL}/sweep");
+    a.headers.insert("Authorization".into(), "Bearer ${HUB_TOKEN}".into());
+    let req = prepared(&with_user, &a);
+    HttpExecutor::new().execute(&req, &run(), &spec()).await;
+
+    let received = server.received_requests().await.unwrap();
+    let header = |i: usize, name: &str| received[i].headers.get(name).map(|v| v.to_str().unwrap().to_string());
+    assert_eq!(header(0, "authorization").as_deref(), Some("Basic c3dlZXBlcjpwQHNz"));
+    assert_eq!(
+        header(0, "user-agent"),
+        Some(format!("actcore/{}", env!("CARGO_PKG_VERSION")))
+    );
+    assert_eq!(header(0, "accept").as_deref(), Some("*/*"));
+    assert_eq!(received[0].url.path(), "/sweep");
+    assert_eq!(header(1, "authorization").as_deref(), Some("Bearer s3cret"));
+}
+
+#[tokio::test]
+async fn an_https_url_that_cannot_connect_is_transport_and_names_the_request() {
+    let url = closed_port_url().replacen("http://", "https://", 1);
+    let req = prepared(&url, &action("POST", "${STATE_HUB_URL}/sweep"));
+    let report = HttpExecutor::new().execute(&req, &run(), &spec()).await;
+    assert_eq!(code(&report), Some(ErrorCode::Transport), "{report:?}");
+    let message = report.classification.error_message.unwrap();
+    assert!(message.starts_with(&format!("POST {url}/sweep: ")), "{message}");
 }

@@ -90,7 +90,7 @@ impl Validator<'_> {
         let problem = if host.is_empty() || host.starts_with(':') {
             Some("has no host".to_string())
         } else {
-            reqwest::Url::parse(&sample)
+            url::Url::parse(&sample)
                 .err()
                 .map(|e| format!("is not a valid URL: {e}"))
         };

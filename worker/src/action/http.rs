@@ -24,7 +24,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
-use super::prepare::{PreparedRequest, Sendable, redact_url, target};
+use super::prepare::{Fields, Preflight, PreparedRequest, Sendable};
 use super::{CONNECT_TIMEOUT, DEFAULT_MAX_BODY, PREFLIGHT_TIMEOUT, SNAPSHOT_TEXT_LIMIT};
 use crate::classify::{Classification, Exchange, classify};
 use crate::definition::ResultSpec;
@@ -118,22 +118,11 @@ impl HttpExecutor {
             truncated: false,
         };
 
-        if let Some(url) = &req.preflight
-            && let Err(message) = self.preflight(url, req.timeout.min(PREFLIGHT_TIMEOUT)).await
-        {
-            return no_response(ErrorCode::Preflight, message, None);
-        }
         let rebuilt;
         let send = if req.sendable.matches(req) {
             &req.sendable
         } else {
-            match Sendable::of(
-                &req.method,
-                &req.url,
-                &req.headers,
-                req.body.as_deref(),
-                req.body_sha256.as_deref(),
-            ) {
+            match Sendable::of(Fields::of(req), req.body.as_deref()) {
                 Ok(s) => {
                     rebuilt = s;
                     &rebuilt
@@ -141,6 +130,11 @@ impl HttpExecutor {
                 Err(message) => return no_response(ErrorCode::Config, message, None),
             }
         };
+        if let Some(preflight) = &send.preflight
+            && let Err(message) = self.preflight(preflight, req.timeout.min(PREFLIGHT_TIMEOUT)).await
+        {
+            return no_response(ErrorCode::Preflight, message, None);
+        }
         let headers = match request_headers(send, run) {
             Ok(h) => h,
             Err(message) => return no_response(ErrorCode::Config, message, None),
@@ -183,20 +177,19 @@ impl HttpExecutor {
 
     /// A GET that must answer 2xx within `timeout`; `Err` is the
     /// operator-facing reason.
-    async fn preflight(&self, url: &str, timeout: Duration) -> Result<(), String> {
-        let what = format!("preflight GET {}", redact_url(url));
-        let (uri, auth) = target(url).map_err(|e| format!("{what}: {e}"))?;
+    async fn preflight(&self, preflight: &Preflight, timeout: Duration) -> Result<(), String> {
         let mut headers = HeaderMap::with_capacity(3);
-        if let Some(auth) = auth {
-            headers.insert(AUTHORIZATION, auth);
+        if let Some(auth) = &preflight.auth {
+            headers.insert(AUTHORIZATION, auth.clone());
         }
         default_headers(&mut headers);
-        let request = request(Method::GET, uri, headers, Bytes::new());
+        let request = request(Method::GET, preflight.uri.clone(), headers, Bytes::new());
+        let what = preflight.what.as_str();
         match tokio::time::timeout(timeout, self.client.request(request)).await {
             Ok(Ok(r)) if r.status().is_success() => Ok(()),
             Ok(Ok(r)) => Err(format!("{what}: HTTP {}", r.status())),
-            Ok(Err(e)) => Err(describe_error(&what, &e)),
-            Err(_) => Err(timed_out(&what, timeout)),
+            Ok(Err(e)) => Err(describe_error(what, &e)),
+            Err(_) => Err(timed_out(what, timeout)),
         }
     }
 }

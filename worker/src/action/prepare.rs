@@ -30,9 +30,9 @@ pub struct PreparedRequest {
     pub timeout: Duration,
     /// Rendered preflight URL: a GET that must answer 2xx before the main call.
     pub preflight: Option<String>,
-    /// What every send repeats, done once: `url` parsed into the request's
-    /// target, the headers (the definition's, the content type, the URL's
-    /// user info as Basic auth) validated, the body shared.
+    /// What every send repeats, done once: `url` and `preflight` parsed
+    /// into their targets, the headers (the definition's, the content type,
+    /// the URL's user info as Basic auth) validated, the body shared.
     pub(super) sendable: Sendable,
 }
 
@@ -44,43 +44,77 @@ pub(super) struct Sendable {
     pub(super) body: Option<bytes::Bytes>,
     /// "METHOD url", password masked: the start of every error message.
     pub(super) what: String,
+    /// The preflight GET, resolved like the request itself.
+    pub(super) preflight: Option<Preflight>,
     /// The snapshot's `request` part ([`crate::snapshot::request_part`]).
     snapshot: crate::snapshot::Stored,
     /// What it was built from: a request whose public fields were edited
     /// after [`prepare`] is rebuilt at send time instead.
-    from: (Method, String, Vec<(String, String)>, Option<String>),
+    from: Fields,
+}
+
+/// A preflight's target, its Basic auth (from the URL's user info) and
+/// "preflight GET url" for its messages.
+#[derive(Clone)]
+pub(super) struct Preflight {
+    pub(super) uri: Uri,
+    pub(super) auth: Option<HeaderValue>,
+    pub(super) what: String,
+}
+
+/// The public fields of a [`PreparedRequest`] that a [`Sendable`] is built from.
+#[derive(Clone)]
+pub(super) struct Fields {
+    method: Method,
+    url: String,
+    headers: Vec<(String, String)>,
+    body_sha256: Option<String>,
+    preflight: Option<String>,
 }
 
 impl Sendable {
-    pub(super) fn of(
-        method: &Method,
-        url: &str,
-        headers: &[(String, String)],
-        body: Option<&[u8]>,
-        body_sha256: Option<&str>,
-    ) -> Result<Sendable, String> {
-        let (uri, auth) = target(url).map_err(|e| format!("action.url: {e}"))?;
+    /// Everything a send needs, built from `from` (the request's public
+    /// fields) and its body; `Err` is a `config` message naming the key.
+    pub(super) fn of(from: Fields, body: Option<&[u8]>) -> Result<Sendable, String> {
+        let (uri, auth) = target(&from.url).map_err(|e| format!("action.url: {e}"))?;
+        let preflight = match &from.preflight {
+            Some(url) => {
+                let (uri, auth) = target(url).map_err(|e| format!("action.preflight: {e}"))?;
+                let what = format!("preflight GET {}", redact_url(url));
+                Some(Preflight { uri, auth, what })
+            }
+            None => None,
+        };
         Ok(Sendable {
-            snapshot: crate::snapshot::request_part(method.as_str(), url, body, body_sha256),
+            snapshot: crate::snapshot::request_part(from.method.as_str(), &from.url, body, from.body_sha256.as_deref()),
             uri,
-            headers: fixed_headers(headers, body.is_some(), auth)?,
+            headers: fixed_headers(&from.headers, body.is_some(), auth)?,
             body: body.map(bytes::Bytes::copy_from_slice),
-            what: format!("{method} {}", redact_url(url)),
-            from: (
-                method.clone(),
-                url.to_string(),
-                headers.to_vec(),
-                body_sha256.map(str::to_string),
-            ),
+            what: format!("{} {}", from.method, redact_url(&from.url)),
+            preflight,
+            from,
         })
     }
 
     pub(super) fn matches(&self, req: &PreparedRequest) -> bool {
-        self.from.0 == req.method
-            && self.from.1 == req.url
-            && self.from.2 == req.headers
-            && self.from.3 == req.body_sha256
+        self.from.method == req.method
+            && self.from.url == req.url
+            && self.from.headers == req.headers
+            && self.from.body_sha256 == req.body_sha256
+            && self.from.preflight == req.preflight
             && self.body.as_deref() == req.body.as_deref()
+    }
+}
+
+impl Fields {
+    pub(super) fn of(req: &PreparedRequest) -> Fields {
+        Fields {
+            method: req.method.clone(),
+            url: req.url.clone(),
+            headers: req.headers.clone(),
+            body_sha256: req.body_sha256.clone(),
+            preflight: req.preflight.clone(),
+        }
     }
 }
 
@@ -155,7 +189,14 @@ pub fn prepare(action: &ActionSpec, mut lookup: impl FnMut(&str) -> Option<Strin
         use sha2::Digest;
         sha2::Sha256::digest(b).iter().map(|x| format!("{x:02x}")).collect()
     });
-    let sendable = Sendable::of(&method, &url, &headers, body.as_deref(), body_sha256.as_deref())?;
+    let from = Fields {
+        method: method.clone(),
+        url: url.clone(),
+        headers: headers.clone(),
+        body_sha256: body_sha256.clone(),
+        preflight: preflight.clone(),
+    };
+    let sendable = Sendable::of(from, body.as_deref())?;
     Ok(PreparedRequest {
         method,
         url,
@@ -172,7 +213,7 @@ pub fn prepare(action: &ActionSpec, mut lookup: impl FnMut(&str) -> Option<Strin
 /// browser or reqwest sends it) and the user info as a Basic
 /// `Authorization` value (percent-decoded, marked sensitive so it is
 /// never logged). `Err` says why, without the password.
-pub(super) fn target(url: &str) -> Result<(Uri, Option<HeaderValue>), String> {
+fn target(url: &str) -> Result<(Uri, Option<HeaderValue>), String> {
     let mut parsed = Url::parse(url).map_err(|e| format!("`{}` is not a valid URL: {e}", redact_url(url)))?;
     let auth = basic_auth(&parsed);
     if auth.is_some() {

@@ -424,3 +424,40 @@ async fn an_https_url_that_cannot_connect_is_transport_and_names_the_request() {
     let message = report.classification.error_message.unwrap();
     assert!(message.starts_with(&format!("POST {url}/sweep: ")), "{message}");
 }
+
+#[tokio::test]
+async fn the_preflight_is_resolved_once_and_an_edited_one_is_the_one_sent() {
+    let server = MockServer::start().await;
+    Mock::given(path("/health"))
+        .respond_with(ResponseTemplate::new(200))
+        .mount(&server)
+        .await;
+    Mock::given(path("/down"))
+        .respond_with(ResponseTemplate::new(503))
+        .expect(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(200).set_body_raw(OK_CLEAN, "application/json"))
+        .mount(&server)
+        .await;
+    let with_user = server.uri().replacen("http://", "http://probe:pw@", 1);
+    let mut a = action("POST", "${STATE_HUB_URL}/sweep");
+    a.preflight = Some("${STATE_HUB_URL}/health".into());
+    let mut req = prepared(&with_user, &a);
+    let report = HttpExecutor::new().execute(&req, &run(), &spec()).await;
+    assert_eq!(report.classification.outcome, Outcome::Ok, "{report:?}");
+    let received = server.received_requests().await.unwrap();
+    assert_eq!(received[0].url.path(), "/health");
+    // "probe:pw" in Base64: the preflight carries the URL's user info too.
+    assert_eq!(received[0].headers.get("authorization").unwrap(), "Basic cHJvYmU6cHc=");
+
+    req.preflight = Some(format!("{}/down", server.uri()));
+    let report = HttpExecutor::new().execute(&req, &run(), &spec()).await;
+    assert_eq!(code(&report), Some(ErrorCode::Preflight), "{report:?}");
+    let message = report.classification.error_message.unwrap();
+    assert!(
+        message.starts_with("preflight GET ") && message.contains("/down: HTTP 503"),
+        "{message}"
+    );
+}

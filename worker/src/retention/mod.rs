@@ -9,14 +9,19 @@
 //!   time), audited as one `runs_pruned` event per pass that deleted rows.
 //! - [`gate`]: between two batches, the pause and the wait for a quiet
 //!   moment of the worker's firing (firing goes first).
+//! - [`batches`]: the order of a pass's statements and their bookkeeping
+//!   (rows per class, the bound, each statement through the gate), shared
+//!   by both stores.
 //!
 //! The statements are the stores' (`store/postgres/retention.rs`,
 //! `store/sqlite/retention.rs`); `activity_events` is never pruned by the
 //! worker (its role may not delete from it).
 
+pub mod batches;
 pub mod gate;
 pub mod policy;
 pub mod pruner;
 
+pub use self::batches::Batches;
 pub use self::gate::{Firing, Gate};
 pub use self::policy::{Class, Cutoffs, Group, PassLimits, PassOutcome, Plan, Pruned, Scope, plan};

@@ -133,6 +133,20 @@ pub enum Scope {
     AllExcept(Vec<Uuid>),
 }
 
+impl Scope {
+    /// The ids the scope names (taken or left out, by [`Scope::only`]).
+    pub fn ids(&self) -> &[Uuid] {
+        match self {
+            Scope::Only(ids) | Scope::AllExcept(ids) => ids,
+        }
+    }
+
+    /// True when the scope is its ids; false when it is everything else.
+    pub fn only(&self) -> bool {
+        matches!(self, Scope::Only(_))
+    }
+}
+
 /// Activities sharing one retention, with its cutoffs.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Group {

@@ -5,12 +5,11 @@
 
 use sqlx::postgres::PgConnectOptions;
 use sqlx::{Connection, PgConnection};
-use uuid::Uuid;
 
 use super::{PgStore, ts};
 use crate::error::Result;
 use crate::retention::policy::PG_LOCK_KEY;
-use crate::retention::{Class, Gate, PassOutcome, Plan, Pruned, Scope};
+use crate::retention::{Batches, Gate, PassOutcome, Plan, Pruned};
 use crate::store::connect_error;
 
 impl PgStore {
@@ -28,64 +27,43 @@ impl PgStore {
             let _ = conn.close().await;
             return Ok(PassOutcome::LockHeld);
         }
-        let mut pruned = Pruned::default();
-        let result = delete_expired(&mut conn, plan, gate, &mut pruned).await;
+        let result = delete_expired(&mut conn, plan, gate).await;
         // Closing the session releases the lock too; unlock first to be plain about it.
         let _ = sqlx::query("select pg_advisory_unlock($1)")
             .bind(PG_LOCK_KEY)
             .execute(&mut conn)
             .await;
         let _ = conn.close().await;
-        result?;
-        Ok(PassOutcome::Pruned(pruned))
+        Ok(PassOutcome::Pruned(result?))
     }
 }
 
-async fn delete_expired(conn: &mut PgConnection, plan: &Plan, gate: &Gate<'_>, pruned: &mut Pruned) -> Result<()> {
+async fn delete_expired(conn: &mut PgConnection, plan: &Plan, gate: &Gate<'_>) -> Result<Pruned> {
     // A statement that cannot finish (a lock held by a stuck session) gives
     // up rather than holding the pruner forever.
     sqlx::query("set statement_timeout = '60s'").execute(&mut *conn).await?;
-    let limits = plan.limits;
-    let mut last = None;
-    for group in &plan.groups {
-        let (ids, only): (&[Uuid], bool) = match &group.scope {
-            Scope::Only(ids) => (ids, true),
-            Scope::AllExcept(ids) => (ids, false),
-        };
-        for class in Class::ALL {
-            let sql = format!(
-                "delete from activity_runs where run_id in (
-                     select run_id from activity_runs
-                     where fired_at < $1 and {class} and {scope}
-                     order by fired_at limit $3)",
-                class = class.sql(),
-                scope = if only {
-                    "definition_id = any($2)"
-                } else {
-                    "not (definition_id = any($2))"
-                },
-            );
-            loop {
-                if pruned.total() >= limits.max_rows || !gate.ready(last).await {
-                    pruned.bounded = true;
-                    return Ok(());
-                }
-                let started = std::time::Instant::now();
-                let n = sqlx::query(sqlx::AssertSqlSafe(sql.clone()))
-                    .bind(ts(group.cutoffs.of(class)))
-                    .bind(ids)
-                    .bind(i64::from(limits.batch))
-                    .execute(&mut *conn)
-                    .await?
-                    .rows_affected();
-                last = Some(started.elapsed());
-                pruned.statements += 1;
-                pruned.add(class, n);
-                if n < u64::from(limits.batch) {
-                    break;
-                }
-            }
-        }
+    let mut batches = Batches::new(plan, gate);
+    while let Some(b) = batches.next().await {
+        let sql = format!(
+            "delete from activity_runs where run_id in (
+                 select run_id from activity_runs
+                 where fired_at < $1 and {class} and {scope}
+                 order by fired_at limit $3)",
+            class = b.class.sql(),
+            scope = if b.group.scope.only() {
+                "definition_id = any($2)"
+            } else {
+                "not (definition_id = any($2))"
+            },
+        );
+        let n = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(ts(b.group.cutoffs.of(b.class)))
+            .bind(b.group.scope.ids())
+            .bind(b.limit)
+            .execute(&mut *conn)
+            .await?
+            .rows_affected();
+        batches.deleted(n);
     }
-    Ok(())
+    Ok(batches.finish())
 }

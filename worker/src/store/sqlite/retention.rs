@@ -7,51 +7,32 @@
 use super::SqliteStore;
 use super::guard::ids_json;
 use crate::error::Result;
-use crate::retention::{Class, Gate, PassOutcome, Plan, Pruned, Scope};
+use crate::retention::{Batches, Gate, PassOutcome, Plan};
 use crate::store::time::to_text;
 
 impl SqliteStore {
     pub async fn prune_runs(&self, plan: &Plan, gate: &Gate<'_>) -> Result<PassOutcome> {
-        let limits = plan.limits;
-        let mut pruned = Pruned::default();
-        let mut last = None;
-        for group in &plan.groups {
-            let (ids, only) = match &group.scope {
-                Scope::Only(ids) => (ids, true),
-                Scope::AllExcept(ids) => (ids, false),
-            };
-            let ids = ids_json(ids);
-            for class in Class::ALL {
-                let sql = format!(
-                    "delete from activity_runs where run_id in (
-                         select run_id from activity_runs
-                         where fired_at < ?1 and {class} and definition_id {not}in (select value from json_each(?2))
-                         order by fired_at limit ?3)",
-                    class = class.sql(),
-                    not = if only { "" } else { "not " },
-                );
-                loop {
-                    if pruned.total() >= limits.max_rows || !gate.ready(last).await {
-                        pruned.bounded = true;
-                        return Ok(PassOutcome::Pruned(pruned));
-                    }
-                    let started = std::time::Instant::now();
-                    let n = sqlx::query(sqlx::AssertSqlSafe(sql.clone()))
-                        .bind(to_text(group.cutoffs.of(class)))
-                        .bind(&ids)
-                        .bind(i64::from(limits.batch))
-                        .execute(&self.pool)
-                        .await?
-                        .rows_affected();
-                    last = Some(started.elapsed());
-                    pruned.statements += 1;
-                    pruned.add(class, n);
-                    if n < u64::from(limits.batch) {
-                        break;
-                    }
-                }
-            }
+        // Each group's id list as JSON, made once per pass, not per statement.
+        let ids: Vec<String> = plan.groups.iter().map(|g| ids_json(g.scope.ids())).collect();
+        let mut batches = Batches::new(plan, gate);
+        while let Some(b) = batches.next().await {
+            let sql = format!(
+                "delete from activity_runs where run_id in (
+                     select run_id from activity_runs
+                     where fired_at < ?1 and {class} and definition_id {not}in (select value from json_each(?2))
+                     order by fired_at limit ?3)",
+                class = b.class.sql(),
+                not = if b.group.scope.only() { "" } else { "not " },
+            );
+            let n = sqlx::query(sqlx::AssertSqlSafe(sql))
+                .bind(to_text(b.group.cutoffs.of(b.class)))
+                .bind(&ids[b.index])
+                .bind(b.limit)
+                .execute(&self.pool)
+                .await?
+                .rows_affected();
+            batches.deleted(n);
         }
-        Ok(PassOutcome::Pruned(pruned))
+        Ok(PassOutcome::Pruned(batches.finish()))
     }
 }

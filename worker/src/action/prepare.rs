@@ -185,10 +185,7 @@ pub fn prepare(action: &ActionSpec, mut lookup: impl FnMut(&str) -> Option<Strin
         }
         None => None,
     };
-    let body_sha256 = body.as_deref().map(|b| {
-        use sha2::Digest;
-        sha2::Sha256::digest(b).iter().map(|x| format!("{x:02x}")).collect()
-    });
+    let body_sha256 = body.as_deref().map(crate::definition::sha256_hex);
     let from = Fields {
         method: method.clone(),
         url: url.clone(),

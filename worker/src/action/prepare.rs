@@ -158,24 +158,16 @@ impl fmt::Debug for PreparedRequest {
 pub fn prepare(action: &ActionSpec, mut lookup: impl FnMut(&str) -> Option<String>) -> Result<PreparedRequest, String> {
     let method = Method::from_bytes(action.method.as_bytes())
         .map_err(|_| format!("action.method: `{}` is not an HTTP method", action.method))?;
+    // Rendered here; the URLs and headers are checked once, where they
+    // are parsed for sending ([`Sendable::of`]).
     let url = render_with(&action.url, &mut lookup).map_err(|e| format!("action.url: {e}"))?;
-    check_url("action.url", &url)?;
     let preflight = match &action.preflight {
-        Some(p) => {
-            let p = render_with(p, &mut lookup).map_err(|e| format!("action.preflight: {e}"))?;
-            check_url("action.preflight", &p)?;
-            Some(p)
-        }
+        Some(p) => Some(render_with(p, &mut lookup).map_err(|e| format!("action.preflight: {e}"))?),
         None => None,
     };
     let mut headers = Vec::with_capacity(action.headers.len());
     for (name, template) in &action.headers {
-        let key = format!("action.headers.{name}");
-        let value = render_with(template, &mut lookup).map_err(|e| format!("{key}: {e}"))?;
-        HeaderName::from_bytes(name.as_bytes()).map_err(|_| format!("{key}: not a valid header name"))?;
-        // The value is not quoted: it may hold a secret.
-        HeaderValue::from_str(&value)
-            .map_err(|_| format!("{key}: the resolved value is not a valid header value (control characters?)"))?;
+        let value = render_with(template, &mut lookup).map_err(|e| format!("action.headers.{name}: {e}"))?;
         headers.push((name.clone(), value));
     }
     let body = match &action.body {
@@ -187,13 +179,20 @@ pub fn prepare(action: &ActionSpec, mut lookup: impl FnMut(&str) -> Option<Strin
     };
     let body_sha256 = body.as_deref().map(crate::definition::sha256_hex);
     let from = Fields {
-        method: method.clone(),
-        url: url.clone(),
-        headers: headers.clone(),
-        body_sha256: body_sha256.clone(),
-        preflight: preflight.clone(),
+        method,
+        url,
+        headers,
+        body_sha256,
+        preflight,
     };
-    let sendable = Sendable::of(from, body.as_deref())?;
+    let sendable = Sendable::of(from.clone(), body.as_deref())?;
+    let Fields {
+        method,
+        url,
+        headers,
+        body_sha256,
+        preflight,
+    } = from;
     Ok(PreparedRequest {
         method,
         url,
@@ -206,12 +205,16 @@ pub fn prepare(action: &ActionSpec, mut lookup: impl FnMut(&str) -> Option<Strin
     })
 }
 
-/// The request target of `url` (user info and fragment removed, as a
-/// browser or reqwest sends it) and the user info as a Basic
-/// `Authorization` value (percent-decoded, marked sensitive so it is
-/// never logged). `Err` says why, without the password.
+/// The request target of `url`, which must be an absolute http(s) URL
+/// (user info and fragment removed, as a browser or reqwest sends it),
+/// and the user info as a Basic `Authorization` value (percent-decoded,
+/// marked sensitive so it is never logged). `Err` says why, without the
+/// password.
 fn target(url: &str) -> Result<(Uri, Option<HeaderValue>), String> {
     let mut parsed = Url::parse(url).map_err(|e| format!("`{}` is not a valid URL: {e}", redact_url(url)))?;
+    if !matches!(parsed.scheme(), "http" | "https") || !parsed.has_host() {
+        return Err(format!("`{}` is not an absolute http(s) URL", redact_url(url)));
+    }
     let auth = basic_auth(&parsed);
     if auth.is_some() {
         // Only fails for URLs that cannot have user info, which `auth` rules out.
@@ -238,14 +241,6 @@ fn basic_auth(url: &Url) -> Option<HeaderValue> {
     Some(value)
 }
 
-fn check_url(key: &str, url: &str) -> Result<(), String> {
-    let parsed = Url::parse(url).map_err(|e| format!("{key}: `{}` is not a valid URL: {e}", redact_url(url)))?;
-    if !matches!(parsed.scheme(), "http" | "https") || !parsed.has_host() {
-        return Err(format!("{key}: `{}` is not an absolute http(s) URL", redact_url(url)));
-    }
-    Ok(())
-}
-
 /// The URL with its password (if any) masked, for messages and the
 /// snapshot. Textual, so it also works on a URL that does not parse.
 pub(crate) fn redact_url(url: &str) -> String {
@@ -269,7 +264,7 @@ pub(crate) fn redact_url(url: &str) -> String {
 }
 
 /// The headers every request of a definition carries: its own (checked
-/// by [`prepare`]), the content type of a JSON body, and the URL's user
+/// here), the content type of a JSON body, and the URL's user
 /// info as Basic auth unless the definition sets `Authorization` itself.
 fn fixed_headers(
     headers: &[(String, String)],
@@ -280,7 +275,9 @@ fn fixed_headers(
     for (name, value) in headers {
         let key = format!("action.headers.{name}");
         let name = HeaderName::from_bytes(name.as_bytes()).map_err(|_| format!("{key}: not a valid header name"))?;
-        let value = HeaderValue::from_str(value).map_err(|_| format!("{key}: not a valid header value"))?;
+        // The value is not quoted: it may hold a secret.
+        let value = HeaderValue::from_str(value)
+            .map_err(|_| format!("{key}: the resolved value is not a valid header value (control characters?)"))?;
         out.push((name, value));
     }
     if json_body {

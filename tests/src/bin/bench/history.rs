@@ -140,6 +140,7 @@ async fn measure(url: &str, n: usize, reps: usize) -> Result<Vec<(String, f64)>>
     let store = Store::open(Some(url)).await?;
     let ids: Vec<Uuid> = (0..n).map(super::def_id).collect();
     let (mut claims, mut finishes) = (Vec::new(), Vec::new());
+    let finished = finished_snapshot();
     // Instants far ahead of the preload and of each other.
     let base = Timestamp::now() + SignedDuration::from_hours(24);
     for k in 0..reps {
@@ -152,7 +153,7 @@ async fn measure(url: &str, n: usize, reps: usize) -> Result<Vec<(String, f64)>>
                 spec_hash: "bench".into(),
                 skip_if_running: false,
                 buffer_until: None,
-                snapshot: actcore::snapshot::to_stored(&serde_json::json!({"trigger": "schedule"})),
+                snapshot: actcore::snapshot::claimed("bench", &at.to_string(), 0),
             })
             .collect();
         let t = Instant::now();
@@ -177,7 +178,7 @@ async fn measure(url: &str, n: usize, reps: usize) -> Result<Vec<(String, f64)>>
                 assessment_failures: 0,
                 error_code: None,
                 error_message: None,
-                snapshot: actcore::snapshot::to_stored(&serde_json::json!({"http_status": 200})),
+                snapshot: actcore::snapshot::to_stored(&finished),
                 finished_at: at + SignedDuration::from_millis(40),
                 settle: None,
             })
@@ -213,7 +214,55 @@ async fn measure(url: &str, n: usize, reps: usize) -> Result<Vec<(String, f64)>>
     ));
     out.push(("runbook SQL (CONTRACTS §3)".into(), timed(runbook)));
     store_close(store).await;
+    out.push((
+        "finishes that were HOT updates (%)".into(),
+        hot_share(&mut conn, (n * reps) as i64).await?,
+    ));
     Ok(out)
+}
+
+/// What a flagship run's finish adds to its claim's snapshot, in the shape
+/// `actcore::snapshot::finished` writes it: the request, the response facts
+/// and the State Hub's answer under the snapshot key. Its size decides
+/// whether the finished row still fits on its page.
+fn finished_snapshot() -> serde_json::Value {
+    let body: serde_json::Value =
+        serde_json::from_str(include_str!("../../../fixtures/state-hub/ok-clean.json")).expect("fixture is JSON");
+    serde_json::json!({
+        "request": {
+            "method": "POST",
+            "url": "http://state-hub-bridge.state-hub.svc:8080/consistency/sweep/remote-all",
+            "body_bytes": 44,
+            "body_sha256": "9f2c4b1e0d7a6f5c3b2a190817263544536271809f8e7d6c5b4a392817060504",
+            "body": {"max_seconds": 300, "source": "activity-core"}
+        },
+        "http_status": 200,
+        "duration_ms": 42,
+        "truncated": false,
+        "lateness_ms": 3,
+        "consistency_sweep_remote_all": body,
+    })
+}
+
+/// The share of `activity_runs`'s updates that were HOT (no index entry
+/// written), once the measured finishes (`expected` updates) show in the
+/// statistics: a closed backend reports its counts as it exits.
+async fn hot_share(conn: &mut sqlx::PgConnection, expected: i64) -> Result<f64> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (upd, hot): (i64, i64) =
+            sqlx::query_as("select n_tup_upd, n_tup_hot_upd from pg_stat_user_tables where relname = 'activity_runs'")
+                .fetch_one(&mut *conn)
+                .await?;
+        if upd >= expected || Instant::now() > deadline {
+            return Ok(if upd == 0 { 0.0 } else { 100.0 * hot as f64 / upd as f64 });
+        }
+        // Statistics arrive asynchronously; this polls a counter, it does not stand in for one.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        sqlx::query("select pg_stat_clear_snapshot()")
+            .execute(&mut *conn)
+            .await?;
+    }
 }
 
 async fn store_close(store: Store) {

@@ -54,10 +54,10 @@ impl PgStore {
                       case when busy.yes and not queue.yes then $6 end, u.snap, u.hash,
                       case when queue.yes then $6 end, case when queue.yes then u.buffer end
                from u
-               cross join lateral (select exists (select 1 from activity_runs r
+               cross join lateral (select exists (select 1 from activity_runs_inflight r
                                   where u.skip and r.definition_id = u.definition_id and r.state = 'running'
                                     and r.run_id <> all($10::uuid[])) as yes) busy
-               cross join lateral (select u.buffer is not null and not exists (select 1 from activity_runs r
+               cross join lateral (select u.buffer is not null and not exists (select 1 from activity_runs_inflight r
                                   where r.definition_id = u.definition_id and r.state = 'queued' and r.trigger = 'schedule')
                                   as yes) queue
                order by u.definition_id
@@ -198,11 +198,14 @@ impl PgStore {
     pub async fn reap_expired(&self) -> Result<Vec<Abandoned>> {
         let mut tx = self.pool.begin().await?;
         let rows = sqlx::query(
-            "update activity_runs set state = 'abandoned', outcome = 'automation_error', automation_error = true,
+            "update activity_runs r set state = 'abandoned', outcome = 'automation_error', automation_error = true,
                  error_code = 'worker_lost', finished_at = now(), lease_expires_at = null,
-                 error_message = 'worker ' || coalesce(worker_id, '?') || ' stopped renewing its lease'
-             where state = 'running' and lease_expires_at < now()
-             returning run_id, definition_id, worker_id, finished_at, trigger, attempt, retry_of, scheduled_for",
+                 error_message = 'worker ' || coalesce(r.worker_id, '?') || ' stopped renewing its lease'
+             from activity_runs_inflight i
+             where i.state = 'running' and i.lease_expires_at < now()
+               and r.run_id = i.run_id and r.state = 'running' and r.lease_expires_at < now()
+             returning r.run_id, r.definition_id, r.worker_id, r.finished_at, r.trigger, r.attempt, r.retry_of,
+                 r.scheduled_for",
         )
         .fetch_all(&mut *tx)
         .await?;
@@ -243,9 +246,11 @@ impl PgStore {
         now: Timestamp,
     ) -> Result<u64> {
         Ok(sqlx::query(
-            "update activity_runs set state = 'abandoned', outcome = 'automation_error', automation_error = true,
+            "update activity_runs r set state = 'abandoned', outcome = 'automation_error', automation_error = true,
                  error_code = $2, error_message = $3, finished_at = $4, lease_expires_at = null
-             where worker_id = $1 and state = 'running'",
+             from activity_runs_inflight i
+             where i.worker_id = $1 and i.state = 'running'
+               and r.run_id = i.run_id and r.worker_id = $1 and r.state = 'running'",
         )
         .bind(worker_id)
         .bind(code.as_str())
@@ -295,7 +300,7 @@ impl PgStore {
         // Only constant text is formatted in.
         let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
             "{RUN_COLUMNS} where definition_id = $1
-               and (state = 'running'
+               and (run_id in (select run_id from activity_runs_inflight where definition_id = $1 and state = 'running')
                     or (outcome in ('ok', 'assessment_failures', 'lock_skipped') and finished_at >= $2))
              order by fired_at desc, run_id"
         )))

@@ -85,6 +85,16 @@ pub trait RunStore: Clone + Send + Sync + 'static {
         async { Ok(0) }
     }
 
+    /// Opens the store's connections and prepares on each the statements
+    /// an instant runs (Postgres: `store/postgres/warm.rs`), so that the
+    /// first burst after a start does not pay for new connections and
+    /// their first parses while it is due. The worker calls it before
+    /// `worker started` and only logs a failure. A store with nothing to
+    /// warm (the embedded one: an in-process file; a test double) does nothing.
+    fn warm_up(&self) -> impl Future<Output = Result<WarmUp>> + Send {
+        async { Ok(WarmUp::default()) }
+    }
+
     /// Claims up to `limit` queued runs due by `now` (one run, with `only`),
     /// `FOR UPDATE SKIP LOCKED`: each runs on exactly one replica.
     fn claim_queued(
@@ -118,6 +128,15 @@ pub trait RunStore: Clone + Send + Sync + 'static {
         let _ = (plan, gate);
         async { Ok(PassOutcome::Pruned(Default::default())) }
     }
+}
+
+/// What [`RunStore::warm_up`] did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct WarmUp {
+    /// Connections opened (or found idle) and held at once: distinct ones.
+    pub connections: usize,
+    /// Statements prepared on each of them.
+    pub statements: usize,
 }
 
 /// The definitions a worker fires, and where it resumes.
@@ -222,6 +241,15 @@ impl RunStore for Store {
 
     async fn settle(&self, items: &[Settle], now: Timestamp) -> Result<()> {
         backend!(self, s => s.settle(items, now))
+    }
+
+    async fn warm_up(&self) -> Result<WarmUp> {
+        match self {
+            Store::Postgres(pg) => pg.warm_up().await,
+            // One process on a local file: no connection to open, and
+            // preparing a statement costs microseconds.
+            Store::Sqlite(_) => Ok(WarmUp::default()),
+        }
     }
 
     async fn claim_queued(

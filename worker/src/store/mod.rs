@@ -23,7 +23,7 @@ use jiff::Timestamp;
 use serde::Serialize;
 use uuid::Uuid;
 
-pub use self::api::{DefinitionSource, HistoryStore, RunStore};
+pub use self::api::{DefinitionSource, HistoryStore, RunStore, WarmUp};
 pub use self::guard::{CircuitOverride, GuardRow, GuardStore, RunQuery};
 pub use self::postgres::PgStore;
 pub use self::queue::{AdmitItem, Dequeued, Expired, Queued, Settle};

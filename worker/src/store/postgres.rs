@@ -18,6 +18,7 @@ mod guard;
 mod queue;
 mod retention;
 mod runs;
+mod warm;
 
 /// A pool on a Postgres database.
 #[derive(Clone, Debug)]

@@ -342,7 +342,8 @@ pub async fn run_with<S: RunStore + DefinitionSource>(
     failure.map_or(Ok(()), Err)
 }
 
-/// Start-up: this worker id's leftovers, the definitions, the timers.
+/// Start-up: this worker id's leftovers, the definitions, the timers, the
+/// guard rows, the warm start.
 async fn start<S: RunStore + DefinitionSource>(core: &Core<S>, store: &S) -> Result<(Timers, DefinitionsVersion)> {
     let config = &core.config;
     // A run left `running` under this worker's own id belongs to a previous
@@ -380,9 +381,32 @@ async fn start<S: RunStore + DefinitionSource>(core: &Core<S>, store: &S) -> Res
         Ok(n) => debug!(activities = n, "guard rows created"),
         Err(e) => warn!(error = %e, "could not create the activities' guard rows; their first admission will"),
     }
+    warm_up(&core.store).await;
     info!(worker_id = %config.worker_id, activities = timers.len(), "worker started");
     timers.log_next();
     Ok((timers, version))
+}
+
+/// The warm start ([`RunStore::warm_up`]): the store's connections opened
+/// and the hot statements prepared on each before the first instant, which
+/// otherwise pays for them while it is due. Best effort: a failure costs
+/// that first instant its warm start, never the worker its start.
+async fn warm_up<S: RunStore>(store: &S) {
+    let began = std::time::Instant::now();
+    match store.warm_up().await {
+        Ok(w) if w.connections == 0 => {}
+        Ok(w) => info!(
+            connections = w.connections,
+            statements = w.statements,
+            took_ms = began.elapsed().as_millis() as u64,
+            "database connections opened and the hot statements prepared on each"
+        ),
+        Err(e) => warn!(
+            error = %e,
+            took_ms = began.elapsed().as_millis() as u64,
+            "could not warm up the database connections; the first instant opens them as it goes"
+        ),
+    }
 }
 
 /// One step of the loop: takes off the timers what fires by `now + ahead`,

@@ -53,6 +53,10 @@ struct Faults {
     renewed: Mutex<HashSet<Uuid>>,
     /// The definitions listener dies at once.
     watch_dies: AtomicBool,
+    /// The warm-up fails (the database refuses more connections).
+    warm_up_fails: AtomicBool,
+    /// How many times the warm-up was asked for.
+    warm_ups: AtomicUsize,
 }
 
 #[derive(Clone)]
@@ -137,6 +141,14 @@ impl RunStore for Faulty {
 
     async fn record_events(&self, events: &[NewEvent]) -> Result<()> {
         self.inner.record_events(events).await
+    }
+
+    async fn warm_up(&self) -> Result<crate::store::WarmUp> {
+        self.faults.warm_ups.fetch_add(1, Ordering::SeqCst);
+        if self.faults.warm_up_fails.load(Ordering::SeqCst) {
+            return Err(Error::Db(sqlx::Error::PoolTimedOut));
+        }
+        self.inner.warm_up().await
     }
 
     async fn admit(&self, items: &[AdmitItem], now: Timestamp) -> Result<Vec<(Uuid, crate::guard::Admission)>> {
@@ -810,4 +822,17 @@ async fn the_pruner_sees_the_firing_busy_until_its_rows_are_written() {
     assert_eq!(rig.core.quiet_for(), None, "the claim is due");
     rig.core.set_next_claim(None);
     assert_eq!(rig.core.quiet_for(), Some(Duration::MAX), "nothing scheduled");
+}
+
+// ------------------------------------------------------------ start-up
+
+#[tokio::test]
+async fn a_warm_up_that_fails_costs_the_start_nothing() {
+    let rig = rig(|s| vec![activity(s, 1, "* * * * * *"), activity(s, 2, "* * * * * *")]).await;
+    rig.faults.warm_up_fails.store(true, Ordering::SeqCst);
+    let (timers, _) = bounded("the start", start(&rig.core, &rig.core.store))
+        .await
+        .expect("the worker starts without its warm start");
+    assert_eq!(rig.faults.warm_ups.load(Ordering::SeqCst), 1, "the start asks for it");
+    assert_eq!(timers.len(), 2, "and loads every activity all the same");
 }

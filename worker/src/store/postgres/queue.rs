@@ -261,6 +261,7 @@ impl PgStore {
         only: Option<Uuid>,
     ) -> Result<Vec<Dequeued>> {
         // A buffered instant (trigger schedule) waits while its activity has a run in flight.
+        // `(select 'queued')`: why, at the top of runs.rs.
         let rows = sqlx::query(
             "with c as (
                select q.run_id from activity_runs_inflight i join activity_runs q on q.run_id = i.run_id
@@ -268,7 +269,7 @@ impl PgStore {
                  and ($5::uuid is null or i.run_id = $5)
                  and (i.trigger <> 'schedule' or not exists
                       (select 1 from activity_runs_inflight b where b.definition_id = i.definition_id and b.state = 'running'))
-                 and q.state = 'queued'
+                 and q.state = (select 'queued')
                order by i.not_before, i.run_id limit $4
                for update of q skip locked)
              update activity_runs r set state = 'running', worker_id = $1,
@@ -298,7 +299,7 @@ impl PgStore {
                  finished_at = $1
              from activity_runs_inflight i
              where i.state = 'queued' and i.expires_at <= $1 and ($2::uuid is null or i.run_id = $2)
-               and r.run_id = i.run_id and r.state = 'queued' and r.expires_at <= $1
+               and r.run_id = i.run_id and r.state = (select 'queued') and r.expires_at = i.expires_at
              returning r.run_id, r.definition_id, r.trigger",
         )
         .bind(ts(now))

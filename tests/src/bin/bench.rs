@@ -875,19 +875,16 @@ async fn pg_window_end(
 
 async fn running_of(store: &Store, worker: &str) -> Result<i64> {
     let q = "select count(*) from activity_runs where state = 'running' and worker_id = $1";
-    // Postgres: along the in-flight table's index, not a scan of the history.
-    let pg_q = "select count(*) from activity_runs_inflight where state = 'running' and worker_id = $1";
     Ok(match store {
-        Store::Postgres(pg) => sqlx::query_scalar(pg_q).bind(worker).fetch_one(pg.pool()).await?,
+        Store::Postgres(pg) => sqlx::query_scalar(q).bind(worker).fetch_one(pg.pool()).await?,
         Store::Sqlite(s) => sqlx::query_scalar(q).bind(worker).fetch_one(s.pool()).await?,
     })
 }
 
 async fn running_rows(store: &Store) -> Result<i64> {
     let q = "select count(*) from activity_runs where state = 'running'";
-    let pg_q = "select count(*) from activity_runs_inflight where state = 'running'";
     Ok(match store {
-        Store::Postgres(pg) => sqlx::query_scalar(pg_q).fetch_one(pg.pool()).await?,
+        Store::Postgres(pg) => sqlx::query_scalar(q).fetch_one(pg.pool()).await?,
         Store::Sqlite(s) => sqlx::query_scalar(q).fetch_one(s.pool()).await?,
     })
 }

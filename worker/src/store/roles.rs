@@ -24,9 +24,6 @@ pub const RUNTIME_GRANTS: &[(&str, &str)] = &[
     // DELETE: the worker prunes finished runs past their `[retention]`
     // (crate::retention); never on activity_events, which stays append-only.
     ("activity_runs", "select, insert, update, delete"),
-    // The runs in flight, read by the overlap checks, the queue and the
-    // reaper; written only by activity_runs's triggers, as the owner.
-    ("activity_runs_inflight", "select"),
     ("activity_guard", "select, insert, update"),
     ("activity_events", "select, insert"),
 ];
@@ -69,15 +66,10 @@ do $$
 declare t record;
 begin
     for t in select tablename from pg_tables where schemaname = 'public'
-                and tablename in ('_sqlx_migrations', 'activity_definitions', 'activity_runs', 'activity_events', 'activity_guard',
-                                  'activity_runs_inflight')
+                and tablename in ('_sqlx_migrations', 'activity_definitions', 'activity_runs', 'activity_events', 'activity_guard')
     loop
         execute format('alter table public.%I owner to {owner}', t.tablename);
     end loop;
-    -- The in-flight table's trigger runs as its owner (security definer).
-    if to_regprocedure('public.activity_runs_inflight_sync()') is not null then
-        alter function public.activity_runs_inflight_sync() owner to {owner};
-    end if;
     for t in select sequencename from pg_sequences where schemaname = 'public' loop
         execute format('alter sequence public.%I owner to {owner}', t.sequencename);
     end loop;

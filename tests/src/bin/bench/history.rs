@@ -5,10 +5,13 @@
 //!    (the bench's and the flagship), one with an empty `activity_runs`,
 //!    one with a dozen runs per activity (what `status` reads of each), and
 //!    one preloaded with `--rows` runs (`insert … select from
-//!    generate_series`, in chunks). On each: the claim and the finish
-//!    statements of N runs (the library's, as the worker calls them),
-//!    `actcore status`, `actcore runs --slug bench-00000 --limit 5` and the
-//!    runbook's SQL (CONTRACTS §3), each the median of a few repetitions.
+//!    generate_series`, in chunks, on packed pages as an upgraded database
+//!    holds its history). On each: the claim and the finish statements of
+//!    N runs (the library's, as the worker calls them; the finish writes a
+//!    snapshot of the flagship's size), the share of those finishes that
+//!    were HOT updates, `actcore status`, `actcore runs --slug bench-00000
+//!    --limit 5` and the runbook's SQL (CONTRACTS §3), each the median of a
+//!    few repetitions.
 //! 2. **Pruning while firing**: N activities fire on the preloaded
 //!    database for `--window` seconds, first with the pruner idle, then with
 //!    one pass deleting the `--expired` runs (of the preload, older than

@@ -261,16 +261,14 @@ impl PgStore {
         only: Option<Uuid>,
     ) -> Result<Vec<Dequeued>> {
         // A buffered instant (trigger schedule) waits while its activity has a run in flight.
-        // `(select 'queued')`: why, at the top of runs.rs.
         let rows = sqlx::query(
             "with c as (
-               select q.run_id from activity_runs_inflight i join activity_runs q on q.run_id = i.run_id
-               where i.state = 'queued' and i.not_before <= $3 and (i.expires_at is null or i.expires_at > $3)
-                 and ($5::uuid is null or i.run_id = $5)
-                 and (i.trigger <> 'schedule' or not exists
-                      (select 1 from activity_runs_inflight b where b.definition_id = i.definition_id and b.state = 'running'))
-                 and q.state = (select 'queued')
-               order by i.not_before, i.run_id limit $4
+               select q.run_id from activity_runs q
+               where q.state = 'queued' and q.not_before <= $3 and (q.expires_at is null or q.expires_at > $3)
+                 and ($5::uuid is null or q.run_id = $5)
+                 and (q.trigger <> 'schedule' or not exists
+                      (select 1 from activity_runs r where r.definition_id = q.definition_id and r.state = 'running'))
+               order by q.not_before, q.run_id limit $4
                for update of q skip locked)
              update activity_runs r set state = 'running', worker_id = $1,
                  lease_expires_at = now() + $2 * interval '1 millisecond', started_at = $3, fired_at = $3
@@ -290,17 +288,15 @@ impl PgStore {
     pub async fn expire_queued(&self, now: Timestamp, only: Option<Uuid>) -> Result<Vec<Expired>> {
         let mut tx = self.pool.begin().await?;
         let rows = sqlx::query(
-            "update activity_runs r set
-                 state = case when r.trigger = 'schedule' then 'skipped' else 'abandoned' end,
-                 outcome = case when r.trigger = 'schedule' then 'skipped_misfire' else 'automation_error' end,
-                 automation_error = r.trigger <> 'schedule',
-                 error_code = case when r.trigger = 'schedule' then null else 'expired' end,
-                 error_message = case when r.trigger = 'schedule' then $3 else $4 end,
+            "update activity_runs set
+                 state = case when trigger = 'schedule' then 'skipped' else 'abandoned' end,
+                 outcome = case when trigger = 'schedule' then 'skipped_misfire' else 'automation_error' end,
+                 automation_error = trigger <> 'schedule',
+                 error_code = case when trigger = 'schedule' then null else 'expired' end,
+                 error_message = case when trigger = 'schedule' then $3 else $4 end,
                  finished_at = $1
-             from activity_runs_inflight i
-             where i.state = 'queued' and i.expires_at <= $1 and ($2::uuid is null or i.run_id = $2)
-               and r.run_id = i.run_id and r.state = (select 'queued') and r.expires_at = i.expires_at
-             returning r.run_id, r.definition_id, r.trigger",
+             where state = 'queued' and expires_at <= $1 and ($2::uuid is null or run_id = $2)
+             returning run_id, definition_id, trigger",
         )
         .bind(ts(now))
         .bind(only)

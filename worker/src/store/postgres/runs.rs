@@ -13,18 +13,6 @@ use uuid::Uuid;
 
 use super::*;
 
-// Statements that join `activity_runs` to the rows they are about (an
-// unnest of run ids, the in-flight table) re-check the run's own state
-// under its row lock, so that a run finished or reaped in between is left
-// alone. They write that check as `r.state = (select 'running')`, not
-// `r.state = 'running'`: the planner cannot read the constant's frequency
-// in the statistics, where a `running` row is rare (none of a history
-// analysed at rest), and so does not estimate the join's side of
-// `activity_runs` at one row and rescan the other side for each of the
-// thousand it really finds (0.9 s for 1,000 finishes on a 12,000-row
-// table). Conditions the in-flight row also holds are written as join
-// conditions against it for the same reason.
-
 impl PgStore {
     pub async fn claim(&self, b: &ClaimBatch<'_>) -> Result<Vec<Claimed>> {
         if b.items.is_empty() {
@@ -47,7 +35,10 @@ impl PgStore {
         // the same instant take the index locks in the same order. The
         // second half adopts rows a previous attempt with the same run ids
         // committed (its reply was lost): the statement's snapshot predates
-        // its own insert, so it returns exactly those.
+        // its own insert, so it returns exactly those. It reads them by run id
+        // alone, not joined to `u`: on a short history analysed at rest the
+        // planner took `r.worker_id = $8` for one row and rescanned `u` for
+        // each of the 1,000 it found (0.2 s on a 12,000-row table).
         let buffers: Vec<Option<SqlTs>> = b.items.iter().map(|i| opt_ts(i.buffer_until)).collect();
         // `overlap = "buffer_one"`: an instant due while a run is in flight is
         // queued (one at most) until the run ends or its grace passes.
@@ -66,10 +57,10 @@ impl PgStore {
                       case when busy.yes and not queue.yes then $6 end, u.snap, u.hash,
                       case when queue.yes then $6 end, case when queue.yes then u.buffer end
                from u
-               cross join lateral (select exists (select 1 from activity_runs_inflight r
+               cross join lateral (select exists (select 1 from activity_runs r
                                   where u.skip and r.definition_id = u.definition_id and r.state = 'running'
                                     and r.run_id <> all($10::uuid[])) as yes) busy
-               cross join lateral (select u.buffer is not null and not exists (select 1 from activity_runs_inflight r
+               cross join lateral (select u.buffer is not null and not exists (select 1 from activity_runs r
                                   where r.definition_id = u.definition_id and r.state = 'queued' and r.trigger = 'schedule')
                                   as yes) queue
                order by u.definition_id
@@ -147,7 +138,7 @@ impl PgStore {
                  context_snapshot = r.context_snapshot || u.snap, finished_at = u.fin, lease_expires_at = null
              from unnest($1::uuid[], $2::text[], $3::text[], $4::bool[], $5::int[], $6::text[], $7::text[], $8::jsonb[], $9::timestamptz[])
                   as u(run_id, state, outcome, auto, count, code, msg, snap, fin)
-             where r.run_id = u.run_id and r.state = (select 'running')
+             where r.run_id = u.run_id and r.state = 'running'
              returning r.run_id, exists (select 1 from activity_guard g where g.definition_id = r.definition_id
                  and (g.consecutive_errors <> 0 or g.circuit <> 'closed' or g.probe_run_id is not null)) as dirty",
         )
@@ -210,14 +201,11 @@ impl PgStore {
     pub async fn reap_expired(&self) -> Result<Vec<Abandoned>> {
         let mut tx = self.pool.begin().await?;
         let rows = sqlx::query(
-            "update activity_runs r set state = 'abandoned', outcome = 'automation_error', automation_error = true,
+            "update activity_runs set state = 'abandoned', outcome = 'automation_error', automation_error = true,
                  error_code = 'worker_lost', finished_at = now(), lease_expires_at = null,
-                 error_message = 'worker ' || coalesce(r.worker_id, '?') || ' stopped renewing its lease'
-             from activity_runs_inflight i
-             where i.state = 'running' and i.lease_expires_at < now()
-               and r.run_id = i.run_id and r.state = (select 'running') and r.lease_expires_at = i.lease_expires_at
-             returning r.run_id, r.definition_id, r.worker_id, r.finished_at, r.trigger, r.attempt, r.retry_of,
-                 r.scheduled_for",
+                 error_message = 'worker ' || coalesce(worker_id, '?') || ' stopped renewing its lease'
+             where state = 'running' and lease_expires_at < now()
+             returning run_id, definition_id, worker_id, finished_at, trigger, attempt, retry_of, scheduled_for",
         )
         .fetch_all(&mut *tx)
         .await?;
@@ -258,11 +246,9 @@ impl PgStore {
         now: Timestamp,
     ) -> Result<u64> {
         Ok(sqlx::query(
-            "update activity_runs r set state = 'abandoned', outcome = 'automation_error', automation_error = true,
+            "update activity_runs set state = 'abandoned', outcome = 'automation_error', automation_error = true,
                  error_code = $2, error_message = $3, finished_at = $4, lease_expires_at = null
-             from activity_runs_inflight i
-             where i.worker_id = $1 and i.state = 'running'
-               and r.run_id = i.run_id and r.worker_id = i.worker_id and r.state = (select 'running')",
+             where worker_id = $1 and state = 'running'",
         )
         .bind(worker_id)
         .bind(code.as_str())
@@ -312,7 +298,7 @@ impl PgStore {
         // Only constant text is formatted in.
         let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
             "{RUN_COLUMNS} where definition_id = $1
-               and (run_id in (select run_id from activity_runs_inflight where definition_id = $1 and state = 'running')
+               and (state = 'running'
                     or (outcome in ('ok', 'assessment_failures', 'lock_skipped') and finished_at >= $2))
              order by fired_at desc, run_id"
         )))

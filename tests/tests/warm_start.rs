@@ -11,7 +11,6 @@ use std::sync::Arc;
 
 use actcore::definition::{Loaded, sample};
 use actcore::guard::{Admission, Policy};
-use actcore::run::{Outcome, State};
 use actcore::store::{AdmitItem, ClaimBatch, ClaimItem, FinishRun, PgStore, RunStore, Store, WarmUp};
 use actcore_tests::{Backend, fresh_store};
 use jiff::{SignedDuration, Timestamp};
@@ -141,18 +140,11 @@ async fn instant(store: &Store, l: &Loaded, side: &mut PgConnection) {
     let admitted = store.admit(&[AdmitItem { run_id, policy }], at).await.expect("admit");
     assert_eq!(admitted, vec![(run_id, Admission::Run)]);
     let finished = store
-        .finish_runs(&[FinishRun {
+        .finish_runs(&[FinishRun::ok(
             run_id,
-            state: State::Succeeded,
-            outcome: Outcome::Ok,
-            automation_error: false,
-            assessment_failures: 0,
-            error_code: None,
-            error_message: None,
-            snapshot: actcore::snapshot::to_stored(&serde_json::json!({"status": 200})),
-            finished_at: at,
-            settle: None,
-        }])
+            actcore::snapshot::to_stored(&serde_json::json!({"status": 200})),
+            at,
+        )])
         .await
         .expect("finish");
     assert_eq!(finished, 1);

@@ -151,6 +151,25 @@ pub struct FinishRun {
     pub settle: Option<Box<Settle>>,
 }
 
+impl FinishRun {
+    /// A run that succeeded (`ok`), with nothing for the guard to settle:
+    /// the warm start's sample run, the benches' and the tests' finishes.
+    pub fn ok(run_id: Uuid, snapshot: crate::snapshot::Stored, finished_at: Timestamp) -> FinishRun {
+        FinishRun {
+            run_id,
+            state: State::Succeeded,
+            outcome: Outcome::Ok,
+            automation_error: false,
+            assessment_failures: 0,
+            error_code: None,
+            error_message: None,
+            snapshot,
+            finished_at,
+            settle: None,
+        }
+    }
+}
+
 /// A run whose worker was lost, marked `abandoned` by the reaper.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Abandoned {

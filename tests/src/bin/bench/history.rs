@@ -194,17 +194,12 @@ async fn measure(url: &str, n: usize, reps: usize) -> Result<Vec<(String, f64)>>
         claims.push(t.elapsed());
         let done: Vec<FinishRun> = won
             .iter()
-            .map(|c| FinishRun {
-                run_id: c.run_id,
-                state: actcore::run::State::Succeeded,
-                outcome: actcore::run::Outcome::Ok,
-                automation_error: false,
-                assessment_failures: 0,
-                error_code: None,
-                error_message: None,
-                snapshot: actcore::snapshot::to_stored(&finished),
-                finished_at: at + SignedDuration::from_millis(40),
-                settle: None,
+            .map(|c| {
+                FinishRun::ok(
+                    c.run_id,
+                    actcore::snapshot::to_stored(&finished),
+                    at + SignedDuration::from_millis(40),
+                )
             })
             .collect();
         let t = Instant::now();

@@ -32,7 +32,6 @@ use crate::definition::{GuardSpec, RetrySpec};
 use crate::duration::Dur;
 use crate::error::Result;
 use crate::guard::Policy;
-use crate::run::{Outcome, State};
 use crate::store::{AdmitItem, ClaimBatch, ClaimItem, FinishRun, WarmUp};
 
 /// The `worker_id` of the sample claim (rolled back: no row keeps it).
@@ -163,18 +162,11 @@ async fn sample_instant(store: &PgStore, definition_id: Uuid) -> Result<()> {
     }];
     store.admit(&admit, now).await?;
     store
-        .finish_runs(&[FinishRun {
+        .finish_runs(&[FinishRun::ok(
             run_id,
-            state: State::Succeeded,
-            outcome: Outcome::Ok,
-            automation_error: false,
-            assessment_failures: 0,
-            error_code: None,
-            error_message: None,
-            snapshot: crate::snapshot::to_stored(&serde_json::json!({})),
-            finished_at: now,
-            settle: None,
-        }])
+            crate::snapshot::to_stored(&serde_json::json!({})),
+            now,
+        )])
         .await?;
     Ok(())
 }

@@ -5,7 +5,6 @@
 //! tests/tests/guard_e2e.rs.
 
 use super::*;
-use crate::run::{Outcome, State};
 use crate::store::GuardStore;
 use crate::store::queue::Queued as QueuedRun;
 
@@ -307,17 +306,6 @@ async fn claim_as_other(rig: &Rig, instant: &str) -> Uuid {
 }
 
 async fn finish_other(rig: &Rig, run_id: Uuid, at: &str) {
-    let f = FinishRun {
-        run_id,
-        state: State::Succeeded,
-        outcome: Outcome::Ok,
-        automation_error: false,
-        assessment_failures: 0,
-        error_code: None,
-        error_message: None,
-        snapshot: crate::snapshot::to_stored(&serde_json::json!({})),
-        finished_at: t(at),
-        settle: None,
-    };
+    let f = FinishRun::ok(run_id, crate::snapshot::to_stored(&serde_json::json!({})), t(at));
     assert_eq!(rig.store.finish_runs(&[f]).await.unwrap(), 1);
 }

@@ -19,6 +19,7 @@ pub(crate) mod execute;
 mod fire;
 mod leases;
 mod ledger;
+mod load;
 mod queue;
 mod recorder;
 mod retry;
@@ -28,7 +29,6 @@ mod timers;
 #[cfg(test)]
 mod tests;
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
@@ -37,20 +37,20 @@ use jiff::{SignedDuration, Timestamp};
 use tokio::sync::{Notify, Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::{debug, error, info, warn};
-use uuid::Uuid;
+use tracing::{error, info, warn};
 
 pub use self::clock::Clock;
 use self::leases::Owned;
 use self::ledger::{Ledger, Unfired};
+use self::load::{reload, start};
 use self::recorder::Recorder;
 pub(crate) use self::retry::is_transient;
 use self::shutdown::{Services, drain, stop_services};
-use self::timers::{Specs, Timers, reconcile};
+use self::timers::{Specs, Timers};
 use crate::action::HttpExecutor;
 use crate::error::{Error, Result};
 use crate::run::ErrorCode;
-use crate::store::{DefinitionSource, DefinitionsVersion, FinishRun, RunStore, Store};
+use crate::store::{DefinitionSource, FinishRun, RunStore, Store};
 
 /// How a worker behaves; the CLI fills it from flags and the environment.
 #[derive(Clone, Debug)]
@@ -342,73 +342,6 @@ pub async fn run_with<S: RunStore + DefinitionSource>(
     failure.map_or(Ok(()), Err)
 }
 
-/// Start-up: this worker id's leftovers, the definitions, the timers, the
-/// guard rows, the warm start.
-async fn start<S: RunStore + DefinitionSource>(core: &Core<S>, store: &S) -> Result<(Timers, DefinitionsVersion)> {
-    let config = &core.config;
-    // A run left `running` under this worker's own id belongs to a previous
-    // life of this replica (same pod name after a crash): it is lost.
-    let leftover = core
-        .store
-        .abandon_worker_runs(
-            &config.worker_id,
-            ErrorCode::WorkerLost,
-            "the worker restarted while this run was in flight",
-            core.clock.now(),
-        )
-        .await?;
-    if leftover > 0 {
-        warn!(
-            runs = leftover,
-            "runs left running by this worker's previous life recorded as abandoned (worker_lost)"
-        );
-    }
-    let mut timers = Timers::default();
-    let version = store.definitions_version().await?;
-    let stored = store.definitions().await?;
-    let cursors: HashMap<Uuid, Timestamp> = store.last_scheduled().await?.into_iter().collect();
-    // Resume after the last recorded instant (or the last change of the
-    // spec, whichever is later): what lies between is missed and handled by
-    // the misfire policy. `reconcile` clamps it to now.
-    reconcile(&mut timers, stored, core.clock.now(), |d| {
-        let last = cursors.get(&d.definition.id).copied();
-        Some(last.map_or(d.updated_at, |l| l.max(d.updated_at)))
-    });
-    // A new fleet's guard rows, made now rather than by its first instant's
-    // admission (a slow path: rows created, locked, decoded and planned).
-    match store.create_guard_rows(&timers.ids()).await {
-        Ok(0) => {}
-        Ok(n) => debug!(activities = n, "guard rows created"),
-        Err(e) => warn!(error = %e, "could not create the activities' guard rows; their first admission will"),
-    }
-    warm_up(&core.store).await;
-    info!(worker_id = %config.worker_id, activities = timers.len(), "worker started");
-    timers.log_next();
-    Ok((timers, version))
-}
-
-/// The warm start ([`RunStore::warm_up`]): the store's connections opened
-/// and the hot statements prepared on each before the first instant, which
-/// otherwise pays for them while it is due. Best effort: a failure costs
-/// that first instant its warm start, never the worker its start.
-async fn warm_up<S: RunStore>(store: &S) {
-    let began = std::time::Instant::now();
-    match store.warm_up().await {
-        Ok(w) if w.connections == 0 => {}
-        Ok(w) => info!(
-            connections = w.connections,
-            statements = w.statements,
-            took_ms = began.elapsed().as_millis() as u64,
-            "database connections opened and the hot statements prepared on each"
-        ),
-        Err(e) => warn!(
-            error = %e,
-            took_ms = began.elapsed().as_millis() as u64,
-            "could not warm up the database connections; the first instant opens them as it goes"
-        ),
-    }
-}
-
 /// One step of the loop: takes off the timers what fires by `now + ahead`,
 /// decides it, and spawns a claim task per group.
 pub(crate) fn step<S: RunStore>(core: &Arc<Core<S>>, timers: &mut Timers, now: Timestamp, ahead: SignedDuration) {
@@ -418,36 +351,5 @@ pub(crate) fn step<S: RunStore>(core: &Arc<Core<S>>, timers: &mut Timers, now: T
     }
     for group in fire::plan(core, timers, due, now) {
         core.tasks.spawn(fire::claim_group(core.clone(), group));
-    }
-}
-
-async fn reload<S: DefinitionSource>(
-    store: &S,
-    timers: &mut Timers,
-    version: &mut DefinitionsVersion,
-    now: Timestamp,
-    notified: bool,
-) -> bool {
-    let result = async {
-        let v = store.definitions_version().await?;
-        if !notified && v == *version {
-            return Ok::<_, Error>(false);
-        }
-        let stored = store.definitions().await?;
-        reconcile(timers, stored, now, |_| Some(now));
-        *version = v;
-        Ok(true)
-    }
-    .await;
-    match result {
-        Ok(true) => {
-            debug!(activities = timers.len(), "definitions reloaded");
-            true
-        }
-        Ok(false) => false,
-        Err(e) => {
-            warn!(error = %e, "could not re-read definitions; keeping the current ones");
-            false
-        }
     }
 }

@@ -8,14 +8,16 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use tokio::task::JoinHandle;
+use uuid::Uuid;
 use wiremock::matchers::{any, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
+use super::timers::reconcile;
 use super::*;
 use crate::definition::{Definition, Loaded, Overlap};
 use crate::store::{
-    Abandoned, AdmitItem, ClaimBatch, Claimed, Dequeued, Expired, HistoryStore, NewEvent, NewRun, Queued, RunFilter,
-    RunRow, Settle, StoredDefinition,
+    Abandoned, AdmitItem, ClaimBatch, Claimed, DefinitionsVersion, Dequeued, Expired, HistoryStore, NewEvent, NewRun,
+    Queued, RunFilter, RunRow, Settle, StoredDefinition,
 };
 
 mod guarded;

@@ -142,6 +142,10 @@ enum Scenario {
     Sync,
     /// An idle worker with the flagship activity only: CPU and memory.
     Idle,
+    /// A worker started four times with --startup-n activities, spawned
+    /// 0.5, 1.5, 2.5 and 3.5 s before an instant (the sync in the same 5 s
+    /// slot): that first instant's lateness beside the same run's steady p99.
+    Startup,
 }
 
 #[derive(Debug, Args)]
@@ -179,6 +183,9 @@ struct RunArgs {
     /// Seconds of the idle measurement [default: 30; --quick: 5].
     #[arg(long)]
     idle_secs: Option<u64>,
+    /// Activities in the start-up runs [default: 10000; --quick: 1000].
+    #[arg(long)]
+    startup_n: Option<usize>,
     /// The workers' log filter, comma-separated for one run of each:
     /// `default` leaves RUST_LOG unset (the deployed `info` level, one line
     /// per run), anything else is passed as RUST_LOG (e.g. `warn`, which
@@ -929,6 +936,8 @@ struct FireCfg {
     env: Vec<(String, String)>,
     /// RUST_LOG of the workers; None: unset, the deployed default.
     rust_log: Option<String>,
+    /// Spawn the workers this long before an instant (`startup`); None: at once.
+    spawn_before: Option<SignedDuration>,
 }
 
 impl FireCfg {
@@ -946,6 +955,7 @@ impl FireCfg {
             preload: None,
             env: Vec::new(),
             rust_log: None,
+            spawn_before: None,
         }
     }
 
@@ -989,6 +999,17 @@ async fn fire(ctx: &Ctx, cfg: &FireCfg) -> Result<FireFigures> {
     } else {
         fresh_pg(&ctx.pg_admin).await?
     };
+    // `startup`: the sync at the start of a 5 s slot and the spawn in the
+    // same slot, so that no instant falls between them (one that did would
+    // be a misfire, caught up at the start: not the start-up measured here).
+    let spawn_at = match cfg.spawn_before {
+        Some(before) => {
+            let slot = ceil5(Timestamp::now());
+            sleep_until_ts(slot + SignedDuration::from_millis(10)).await;
+            Some(slot + SignedDuration::from_secs(5) - before)
+        }
+        None => None,
+    };
     let store = Store::open_and_migrate(Some(&url))
         .await
         .context("open the bench store")?;
@@ -1025,6 +1046,12 @@ async fn fire(ctx: &Ctx, cfg: &FireCfg) -> Result<FireFigures> {
         env.push((k.as_str(), v.clone()));
     }
     let env_ref: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    if let Some(at) = spawn_at {
+        if Timestamp::now() > at {
+            bail!("the sync ended after the planned spawn ({at}): use a shorter spawn lead");
+        }
+        sleep_until_ts(at).await;
+    }
     let spawned = Timestamp::now();
     let mut workers: Vec<(String, Worker)> = (1..=cfg.replicas)
         .map(|r| {
@@ -1470,6 +1497,7 @@ async fn run(a: RunArgs) -> Result<()> {
         Scenario::Replicas,
         Scenario::Sync,
         Scenario::Idle,
+        Scenario::Startup,
     ];
     let only = if a.only.is_empty() {
         all.to_vec()
@@ -1498,6 +1526,7 @@ async fn run(a: RunArgs) -> Result<()> {
     let replica_lease = a.replica_lease.clone().or_else(|| q.then(|| "5s".to_string()));
     let sync_n = a.sync_n.unwrap_or(if q { 1000 } else { 10_000 });
     let idle_secs = a.idle_secs.unwrap_or(if q { 5 } else { 30 });
+    let startup_n = a.startup_n.unwrap_or(if q { 1000 } else { 10_000 });
 
     std::fs::create_dir_all(&a.out)?;
     let out = std::fs::canonicalize(&a.out)?;
@@ -1602,6 +1631,22 @@ async fn run(a: RunArgs) -> Result<()> {
         };
         let r = fire(&ctx, &cfg).await;
         record(r, &cfg.label, &mut results).await;
+    }
+    if only.contains(&Scenario::Startup) {
+        for tenths in [5, 15, 25, 35] {
+            let cfg = FireCfg {
+                spawn_before: Some(SignedDuration::from_millis(100 * tenths)),
+                rust_log: a.worker_log.first().filter(|l| *l != "default").cloned(),
+                ..FireCfg::single(
+                    format!("startup-{startup_n}-{}.{}s", tenths / 10, tenths % 10),
+                    false,
+                    startup_n,
+                    10,
+                )
+            };
+            let r = fire(&ctx, &cfg).await;
+            record(r, &cfg.label, &mut results).await;
+        }
     }
     if only.contains(&Scenario::Sync) {
         for sqlite in [false, true] {
@@ -1812,19 +1857,20 @@ fn markdown(r: &Results) -> String {
     if !starts.is_empty() {
         let _ = writeln!(
             s,
-            "\nStart-up: the first instant due after the spawn (not counted above)\n\n| run | N | instant after spawn (s) | received | lateness p50 / p99 / max (ms) |\n|---|---:|---:|---:|---|"
+            "\nStart-up: the first instant due after the spawn (not counted above), beside the same run's steady p99\n\n| run | N | instant after spawn (s) | received | lateness p50 / p99 / max (ms) | steady p99 (ms) |\n|---|---:|---:|---:|---|---:|"
         );
         for (f, i) in starts {
             let _ = writeln!(
                 s,
-                "| {} | {} | {:.1} | {} | {} / {} / {} |",
+                "| {} | {} | {:.1} | {} | {} / {} / {} | {} |",
                 f.label,
                 f.n,
                 i.after_spawn_ms as f64 / 1000.0,
                 i.received,
                 ms(i.lateness.p50_us),
                 ms(i.lateness.p99_us),
-                ms(i.lateness.max_us)
+                ms(i.lateness.max_us),
+                ms(f.lateness.p99_us)
             );
         }
     }

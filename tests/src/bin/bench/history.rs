@@ -11,7 +11,9 @@
 //!    snapshot of the flagship's size), the share of those finishes that
 //!    were HOT updates, `actcore status`, `actcore runs --slug bench-00000
 //!    --limit 5` and the runbook's SQL (CONTRACTS §3), each the median of a
-//!    few repetitions.
+//!    few repetitions, each repetition on the three databases in turn after
+//!    a checkpoint; and, from pg_stat_statements, what the claim and the
+//!    finish cost Postgres per run on each (buffers touched, blocks read).
 //! 2. **Pruning while firing**: N activities fire on the preloaded
 //!    database for `--window` seconds, first with the pruner idle, then with
 //!    one pass deleting the `--expired` runs (of the preload, older than
@@ -159,84 +161,180 @@ fn median(mut v: Vec<Duration>) -> Duration {
     v.get(v.len() / 2).copied().unwrap_or_default()
 }
 
-/// Part 1 on one database: median milliseconds of each measurement.
-async fn measure(url: &str, n: usize, reps: usize) -> Result<Vec<(String, f64)>> {
-    let store = Store::open(Some(url)).await?;
+/// Part 1, side by side: each repetition runs on every database in turn
+/// (empty, short, long history), so that a checkpoint, autovacuum or a
+/// busy minute of the machine lands on all of them alike rather than on
+/// whichever was measured at that time. Median milliseconds of each
+/// measurement, one column per database, then the statements' buffer
+/// figures where the server has pg_stat_statements.
+async fn measure(admin: &str, urls: &[&str], n: usize, reps: usize) -> Result<Vec<(String, Vec<f64>)>> {
+    let mut admin_conn = sqlx::PgConnection::connect(admin).await?;
+    // The preload's dirty pages written now, not during the first database's turn.
+    sqlx::query("checkpoint").execute(&mut admin_conn).await?;
+    // Per-statement figures when the server preloads the module (scripts/bench does).
+    let statements = sqlx::query("create extension if not exists pg_stat_statements")
+        .execute(&mut admin_conn)
+        .await
+        .is_ok()
+        && sqlx::query("select pg_stat_statements_reset()")
+            .execute(&mut admin_conn)
+            .await
+            .is_ok();
+    let mut stores = Vec::new();
+    for url in urls {
+        stores.push(Store::open(Some(url)).await?);
+    }
     let ids: Vec<Uuid> = (0..n).map(super::def_id).collect();
-    let (mut claims, mut finishes) = (Vec::new(), Vec::new());
-    let finished = finished_snapshot();
+    let finished = actcore::snapshot::to_stored(&finished_snapshot());
+    let mut timed: Vec<[Vec<Duration>; 5]> = urls.iter().map(|_| Default::default()).collect();
     // Instants far ahead of the preload and of each other.
     let base = Timestamp::now() + SignedDuration::from_hours(24);
     for k in 0..reps {
         let at = base + SignedDuration::from_secs(5 * k as i64);
-        let items: Vec<ClaimItem> = ids
-            .iter()
-            .map(|id| ClaimItem {
-                run_id: Uuid::now_v7(),
-                definition_id: *id,
-                spec_hash: "bench".into(),
-                skip_if_running: false,
-                buffer_until: None,
-                snapshot: actcore::snapshot::claimed("bench", &at.to_string(), 0),
-            })
-            .collect();
-        let t = Instant::now();
-        let won = store
-            .claim(&ClaimBatch {
-                scheduled_for: at,
-                fired_at: at,
-                worker_id: "history-bench",
-                lease: SignedDuration::from_secs(30),
-                items: &items,
-                finished_unwritten: &[],
-            })
-            .await?;
-        claims.push(t.elapsed());
-        let done: Vec<FinishRun> = won
-            .iter()
-            .map(|c| {
-                FinishRun::ok(
-                    c.run_id,
-                    actcore::snapshot::to_stored(&finished),
-                    at + SignedDuration::from_millis(40),
-                )
-            })
-            .collect();
-        let t = Instant::now();
-        store.finish_runs(&done).await?;
-        finishes.push(t.elapsed());
+        for (store, t) in stores.iter().zip(&mut timed) {
+            let (claim, finish) = instant(store, &ids, at, &finished).await?;
+            t[0].push(claim);
+            t[1].push(finish);
+        }
     }
-    let timed = |v: Vec<Duration>| median(v).as_secs_f64() * 1000.0;
-    let mut out = vec![
-        (format!("claim of {n} runs (one instant)"), timed(claims)),
-        (format!("finish of {n} runs"), timed(finishes)),
-    ];
-    let mut status = Vec::new();
-    let mut runs = Vec::new();
-    let mut runbook = Vec::new();
-    let mut conn = sqlx::PgConnection::connect(url).await?;
     for _ in 0..reps {
-        status.push(actcore(&["status"], url, &[]).await?.0);
-        runs.push(
-            actcore(&["runs", "--slug", "bench-00000", "--limit", "5"], url, &[])
-                .await?
-                .0,
-        );
-        let t = Instant::now();
-        sqlx::raw_sql(RUNBOOK_SQL).fetch_all(&mut conn).await?;
-        runbook.push(t.elapsed());
+        for (url, t) in urls.iter().zip(&mut timed) {
+            t[2].push(actcore(&["status"], url, &[]).await?.0);
+            t[3].push(
+                actcore(&["runs", "--slug", "bench-00000", "--limit", "5"], url, &[])
+                    .await?
+                    .0,
+            );
+            let mut conn = sqlx::PgConnection::connect(url).await?;
+            let began = Instant::now();
+            sqlx::raw_sql(RUNBOOK_SQL).fetch_all(&mut conn).await?;
+            t[4].push(began.elapsed());
+        }
     }
-    out.push(("`actcore status` (process)".into(), timed(status)));
-    out.push((
+    for store in stores {
+        store_close(store).await;
+    }
+    let names = [
+        format!("claim of {n} runs (one instant)"),
+        format!("finish of {n} runs"),
+        "`actcore status` (process)".into(),
         "`actcore runs --slug bench-00000 --limit 5` (process)".into(),
-        timed(runs),
-    ));
-    out.push(("runbook SQL (CONTRACTS §3)".into(), timed(runbook)));
-    store_close(store).await;
-    out.push((
-        "finishes that were HOT updates (%)".into(),
-        hot_share(&mut conn, (n * reps) as i64).await?,
-    ));
+        "runbook SQL (CONTRACTS §3)".into(),
+    ];
+    let mut out: Vec<(String, Vec<f64>)> = names
+        .into_iter()
+        .enumerate()
+        .map(|(i, name)| {
+            let cols = timed
+                .iter()
+                .map(|t| median(t[i].clone()).as_secs_f64() * 1000.0)
+                .collect();
+            (name, cols)
+        })
+        .collect();
+    let mut hot = Vec::new();
+    for url in urls {
+        let mut conn = sqlx::PgConnection::connect(url).await?;
+        hot.push(hot_share(&mut conn, (n * reps) as i64).await?);
+    }
+    out.push(("finishes that were HOT updates (%)".into(), hot));
+    if statements {
+        out.extend(buffers(&mut admin_conn, urls).await?);
+    }
+    Ok(out)
+}
+
+/// One instant's claim and finish of a run per activity, timed as the
+/// worker sees them (the commit included).
+async fn instant(
+    store: &Store,
+    ids: &[Uuid],
+    at: Timestamp,
+    finished: &actcore::snapshot::Stored,
+) -> Result<(Duration, Duration)> {
+    let items: Vec<ClaimItem> = ids
+        .iter()
+        .map(|id| ClaimItem {
+            run_id: Uuid::now_v7(),
+            definition_id: *id,
+            spec_hash: "bench".into(),
+            skip_if_running: false,
+            buffer_until: None,
+            snapshot: actcore::snapshot::claimed("bench", &at.to_string(), 0),
+        })
+        .collect();
+    let began = Instant::now();
+    let won = store
+        .claim(&ClaimBatch {
+            scheduled_for: at,
+            fired_at: at,
+            worker_id: "history-bench",
+            lease: SignedDuration::from_secs(30),
+            items: &items,
+            finished_unwritten: &[],
+        })
+        .await?;
+    let claim = began.elapsed();
+    let done: Vec<FinishRun> = won
+        .iter()
+        .map(|c| FinishRun::ok(c.run_id, finished.clone(), at + SignedDuration::from_millis(40)))
+        .collect();
+    let began = Instant::now();
+    store.finish_runs(&done).await?;
+    Ok((claim, began.elapsed()))
+}
+
+/// What the claim, the finish and `status`'s two reads of runs cost
+/// Postgres on each database, per row, from pg_stat_statements: buffers
+/// touched (index levels and pages: what grows with the history) and, of
+/// those, blocks read from outside `shared_buffers`.
+async fn buffers(admin: &mut sqlx::PgConnection, urls: &[&str]) -> Result<Vec<(String, Vec<f64>)>> {
+    let kinds = [
+        (
+            "claim",
+            "with u as (select * from unnest($1::uuid[]%insert into activity_runs%",
+        ),
+        ("finish", "update activity_runs r set state = u.state%"),
+        (
+            "`status`: recent runs",
+            "select r.* from unnest($1::uuid[]) as d(id) cross join lateral%",
+        ),
+        (
+            "`status`: last successes",
+            "select d.id as definition_id, s.at from unnest($1::uuid[])%",
+        ),
+    ];
+    let mut out = Vec::new();
+    for (what, pattern) in kinds {
+        let (mut exec, mut touched, mut read) = (Vec::new(), Vec::new(), Vec::new());
+        for url in urls {
+            let db = url.rsplit('/').next().unwrap_or_default();
+            let (calls, rows, ms, hit, rd): (i64, i64, f64, i64, i64) = sqlx::query_as(
+                "select coalesce(sum(s.calls), 0)::int8, coalesce(sum(s.rows), 0)::int8,
+                        coalesce(sum(s.total_exec_time), 0)::float8,
+                        coalesce(sum(s.shared_blks_hit), 0)::int8, coalesce(sum(s.shared_blks_read), 0)::int8
+                 from pg_stat_statements s join pg_database d on d.oid = s.dbid
+                 where d.datname = $1 and regexp_replace(s.query, '\\s+', ' ', 'g') like $2",
+            )
+            .bind(db)
+            .bind(pattern)
+            .fetch_one(&mut *admin)
+            .await?;
+            let per_row = |v: f64| if rows == 0 { 0.0 } else { v / rows as f64 };
+            exec.push(if calls == 0 { 0.0 } else { ms / calls as f64 });
+            touched.push(per_row((hit + rd) as f64));
+            read.push(per_row(rd as f64));
+        }
+        out.push((
+            format!("{what}: Postgres execution, mean (ms; the commit not included)"),
+            exec,
+        ));
+        out.push((format!("{what}: buffers touched per row"), touched));
+        out.push((
+            format!("{what}: of which read from outside shared_buffers, per row"),
+            read,
+        ));
+    }
     Ok(out)
 }
 
@@ -325,17 +423,16 @@ pub(crate) async fn run(a: HistoryArgs) -> Result<()> {
     preload(&recent, &few).await?;
     let big = with_definitions(&a.pg_url, a.n).await?;
     preload(&big, &p).await?;
-    let on_empty = measure(&empty, a.n, a.reps).await?;
-    let on_recent = measure(&recent, a.n, a.reps).await?;
-    let on_big = measure(&big, a.n, a.reps).await?;
+    let measured = measure(&a.pg_url, &[&empty, &recent, &big], a.n, a.reps).await?;
     let mut md = format!(
-        "History: {} definitions; medians of {} repetitions (ms).\n\n| measurement | empty activity_runs | {} runs ({RECENT_PER_ACTIVITY} per activity) | {} runs |\n|---|---:|---:|---:|\n",
+        "History: {} definitions; medians of {} repetitions (ms), each repetition on the three databases in turn.\n\n| measurement | empty activity_runs | {} runs ({RECENT_PER_ACTIVITY} per activity) | {} runs |\n|---|---:|---:|---:|\n",
         a.n, a.reps, few.rows, p.rows
     );
-    for (((what, e), (_, r)), (_, b)) in on_empty.iter().zip(&on_recent).zip(&on_big) {
+    for (what, v) in &measured {
+        let (e, r, b) = (v[0], v[1], v[2]);
         md.push_str(&format!("| {what} | {e:.1} | {r:.1} | {b:.1} |\n"));
         eprintln!(
-            "   {what}: empty {e:.1} ms, {} rows {r:.1} ms, {} rows {b:.1} ms",
+            "   {what}: empty {e:.1}, {} rows {r:.1}, {} rows {b:.1}",
             few.rows, p.rows
         );
     }

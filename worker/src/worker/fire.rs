@@ -9,6 +9,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use futures_util::StreamExt;
 use jiff::{SignedDuration, Timestamp};
 use tracing::{debug, error, info, warn};
 use uuid::Uuid;
@@ -28,9 +29,16 @@ use crate::store::{AdmitItem, ClaimBatch, ClaimItem, Claimed, RunStore};
 /// The first claim statement of an instant is small so that, when claims
 /// run late, its runs start at once; the next ones double (fewer
 /// statements, less per row) while the runs already won execute.
-const FIRST_CLAIM: usize = 128;
+pub(crate) const FIRST_CLAIM: usize = 128;
 /// Most activities claimed in one statement.
 const MAX_CLAIM: usize = 1024;
+/// Claim statements of one instant in flight at once. One at a time, an
+/// instant of 10,000 took as long as its lead (~0.5 s: each statement's
+/// commit waits for a WAL flush while the worker builds nothing); two
+/// overlap the worker's building of the next chunk and the database's
+/// flush of the last. Each is in definition order, so replicas still
+/// take the fence's locks in one order.
+pub(crate) const CLAIMS_IN_FLIGHT: usize = 2;
 
 /// How long after its fire time a failed claim is still retried (bounded
 /// by the activities' misfire grace): a database hiccup costs a late run,
@@ -102,8 +110,9 @@ pub(crate) fn plan<S: RunStore>(core: &Core<S>, timers: &mut Timers, due: Vec<Du
 }
 
 /// Claims one group in chunks (contiguous in definition order, so replicas
-/// racing on the instant take the index locks in one order) and releases
-/// each chunk's winners at the group's time.
+/// racing on the instant take the index locks in one order),
+/// [`CLAIMS_IN_FLIGHT`] at a time, and releases each chunk's winners at the
+/// group's time.
 pub(crate) async fn claim_group<S: RunStore>(core: Arc<Core<S>>, mut group: Group) {
     group.items.sort_unstable_by_key(|d| d.spec.definition.id);
     // Retried only while every instant in it could still fire within its grace.
@@ -116,23 +125,29 @@ pub(crate) async fn claim_group<S: RunStore>(core: Arc<Core<S>>, mut group: Grou
         .unwrap_or_default()
         .min(CLAIM_RETRY_WITHIN);
     let give_up_at = earliest_fire + retry_for;
-    let mut rest = &group.items[..];
-    let mut size = FIRST_CLAIM;
+    let mut chunks = Vec::new();
+    let (mut rest, mut size) = (&group.items[..], FIRST_CLAIM);
     while !rest.is_empty() {
         let (chunk, tail) = rest.split_at(size.min(rest.len()));
+        chunks.push(chunk);
         rest = tail;
         size = (size * 2).min(MAX_CLAIM);
-        if core.stopping.is_cancelled() {
-            // Not claimed, nothing written: another replica, or this
-            // activity's next start, fires or records these instants.
-            return;
-        }
-        let mut chunk = chunk.to_vec();
-        let mut items = claim_items(group.instant, &chunk);
-        if let Some(claimed) = claim_with_retry(&core, &group, &mut chunk, &mut items, give_up_at).await {
-            release(&core, &group, &chunk, claimed);
-        }
     }
+    let (core, group) = (&core, &group);
+    futures_util::stream::iter(chunks)
+        .for_each_concurrent(CLAIMS_IN_FLIGHT, |chunk| async move {
+            if core.stopping.is_cancelled() {
+                // Not claimed, nothing written: another replica, or this
+                // activity's next start, fires or records these instants.
+                return;
+            }
+            let mut chunk = chunk.to_vec();
+            let mut items = claim_items(group.instant, &chunk);
+            if let Some(claimed) = claim_with_retry(core, group, &mut chunk, &mut items, give_up_at).await {
+                release(core, group, &chunk, claimed);
+            }
+        })
+        .await;
 }
 
 /// One chunk's claim rows. Their run ids are reused by every retry, so

@@ -47,6 +47,9 @@ struct Faults {
     claim_takes: Mutex<Option<SignedDuration>>,
     /// When each claim was attempted, by instant.
     claim_attempts: Mutex<Vec<(Timestamp, Timestamp)>>,
+    /// Each claim waits here for the others (claims that are not in
+    /// flight together never pass).
+    claim_rendezvous: Mutex<Option<Arc<tokio::sync::Barrier>>>,
     /// Finishing runs fails (the database is away).
     finish_down: AtomicBool,
     /// Misfire inserts fail (the database is away).
@@ -77,6 +80,10 @@ impl RunStore for Faulty {
             .push((batch.scheduled_for, self.clock.now()));
         if let Some(d) = *f.claim_takes.lock().unwrap() {
             self.clock.advance_to(self.clock.now() + d);
+        }
+        let rendezvous = f.claim_rendezvous.lock().unwrap().clone();
+        if let Some(r) = rendezvous {
+            r.wait().await;
         }
         let blocked = *f.claim_fails_for.lock().unwrap();
         let fail_next = f
@@ -472,6 +479,35 @@ async fn fault2_a_refused_row_is_isolated_and_the_rest_of_its_batch_lands() {
         rows.iter()
             .filter(|r| r.definition_id != Uuid::from_u128(2))
             .all(|r| r.context_snapshot["http_status"] == 200)
+    );
+}
+
+// ------------------------------------------------------------ claims
+
+#[tokio::test]
+async fn an_instant_is_claimed_two_statements_at_a_time() {
+    // One activity more than the first statement takes: two statements.
+    let n = fire::FIRST_CLAIM as u128 + 1;
+    let mut rig = rig(|s| (1..=n).map(|i| activity(s, i, "* * * * * *")).collect()).await;
+    Mock::given(any())
+        .respond_with(ResponseTemplate::new(200).set_body_raw(OK, "application/json"))
+        .mount(&rig.server)
+        .await;
+    // Each claim waits for the other: claimed one after the other, the
+    // first would wait until its attempt timed out, and be retried.
+    *rig.faults.claim_rendezvous.lock().unwrap() = Some(Arc::new(tokio::sync::Barrier::new(2)));
+    rig.fire_at("2026-03-01T12:00:01Z").await;
+    assert_eq!(
+        rig.faults.claim_attempts.lock().unwrap().len(),
+        2,
+        "two statements, no retry"
+    );
+    let rows = rig.runs().await;
+    assert_eq!(rows.len(), n as usize, "one run per activity");
+    assert!(
+        rows.iter().all(|r| r.state == "succeeded"),
+        "every run claimed, sent and finished: {:?}",
+        states(&rows)
     );
 }
 

@@ -804,6 +804,20 @@ async fn pg_window_start(admin: &str, statements: bool) -> Option<PgCounters> {
     Some(PgCounters { wal_syncs })
 }
 
+/// Whether the server gives per-statement figures: it preloads
+/// pg_stat_statements (scripts/bench starts it so); the extension is made
+/// on the admin database if missing.
+async fn pg_statements_available(conn: &mut sqlx::PgConnection) -> bool {
+    sqlx::query("create extension if not exists pg_stat_statements")
+        .execute(&mut *conn)
+        .await
+        .is_ok()
+        && sqlx::query("select count(*) from pg_stat_statements")
+            .execute(&mut *conn)
+            .await
+            .is_ok()
+}
+
 /// A short name for a statement of the store.
 fn statement_name(query: &str) -> String {
     let q = query.split_whitespace().collect::<Vec<_>>().join(" ");
@@ -1533,15 +1547,7 @@ async fn run(a: RunArgs) -> Result<()> {
     let mut conn = sqlx::PgConnection::connect(&a.pg_url)
         .await
         .context("connect to Postgres")?;
-    // Per-statement figures when the server preloads the module (scripts/bench does).
-    let pg_statements = sqlx::query("create extension if not exists pg_stat_statements")
-        .execute(&mut conn)
-        .await
-        .is_ok()
-        && sqlx::query("select count(*) from pg_stat_statements")
-            .execute(&mut conn)
-            .await
-            .is_ok();
+    let pg_statements = pg_statements_available(&mut conn).await;
     let ctx = Ctx {
         pg_admin: a.pg_url.clone(),
         pg_statements,

@@ -171,11 +171,7 @@ async fn measure(admin: &str, urls: &[&str], n: usize, reps: usize) -> Result<Ve
     let mut admin_conn = sqlx::PgConnection::connect(admin).await?;
     // The preload's dirty pages written now, not during the first database's turn.
     sqlx::query("checkpoint").execute(&mut admin_conn).await?;
-    // Per-statement figures when the server preloads the module (scripts/bench does).
-    let statements = sqlx::query("create extension if not exists pg_stat_statements")
-        .execute(&mut admin_conn)
-        .await
-        .is_ok()
+    let statements = super::pg_statements_available(&mut admin_conn).await
         && sqlx::query("select pg_stat_statements_reset()")
             .execute(&mut admin_conn)
             .await

@@ -818,19 +818,46 @@ async fn pg_statements_available(conn: &mut sqlx::PgConnection) -> bool {
             .is_ok()
 }
 
+/// The store's statements that the tables name (`statement_name`).
+const CLAIM: &str = "claim (insert … unnest … on conflict do nothing)";
+const FINISH: &str = "finish (update … from unnest)";
+const STATUS_RECENT: &str = "`status`: recent runs per activity";
+const STATUS_SUCCESS: &str = "`status`: last success per activity";
+
+/// The name of a Postgres database URL's database.
+fn db_name(url: &str) -> &str {
+    url.rsplit('/').next().unwrap_or_default()
+}
+
 /// A short name for a statement of the store.
 fn statement_name(query: &str) -> String {
     let q = query.split_whitespace().collect::<Vec<_>>().join(" ");
+    // Both start with an unnest named `u`; what they write tells them apart.
+    if q.starts_with("with u as") && q.contains("insert into activity_runs") {
+        return CLAIM.into();
+    }
+    if q.starts_with("with u as") && q.contains("update activity_guard") {
+        return "admission (churn budget on activity_guard)".into();
+    }
     let known = [
+        ("update activity_runs r set state = u.state", FINISH),
         (
-            "insert into activity_runs (run_id, definition_id, fired_at, scheduled_for, trigger, source, attempt, state, outcome, worker_id",
-            "claim (insert … unnest … on conflict do nothing)",
+            "select r.* from unnest($1::uuid[]) as d(id) cross join lateral",
+            STATUS_RECENT,
         ),
         (
-            "update activity_runs r set state = u.state",
-            "finish (update … from unnest)",
+            "select d.id as definition_id, s.at from unnest($1::uuid[])",
+            STATUS_SUCCESS,
         ),
         ("update activity_runs set lease_expires_at", "renew leases"),
+        (
+            "with c as ( select q.run_id from activity_runs q",
+            "queue: start the queued runs that are due",
+        ),
+        (
+            "update activity_runs set state = case when trigger",
+            "queue: expire the queued runs past their grace",
+        ),
         ("update activity_runs set state = 'abandoned'", "reap expired leases"),
         (
             "select count(*) as n, max(updated_at)",
@@ -1159,10 +1186,7 @@ async fn fire(ctx: &Ctx, cfg: &FireCfg) -> Result<FireFigures> {
     let sink1 = proc_cpu(me).map_or(0, |c| c.0);
     let conn1 = sink.connections();
     let (wal_syncs, statements) = match &pg_counters {
-        Some(c) => {
-            let db = url.rsplit('/').next().unwrap_or_default();
-            pg_window_end(&ctx.pg_admin, db, ctx.pg_statements, c, count).await
-        }
+        Some(c) => pg_window_end(&ctx.pg_admin, db_name(&url), ctx.pg_statements, c, count).await,
         None => (None, Vec::new()),
     };
     let mut rss: Vec<u64> = pids.iter().map(|p| proc_status_kb(*p, "VmHWM").unwrap_or(0)).collect();

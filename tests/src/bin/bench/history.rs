@@ -176,9 +176,10 @@ async fn measure(admin: &str, urls: &[&str], n: usize, reps: usize) -> Result<Ve
             .execute(&mut admin_conn)
             .await
             .is_ok();
-    let mut stores = Vec::new();
+    let (mut stores, mut conns) = (Vec::new(), Vec::new());
     for url in urls {
         stores.push(Store::open(Some(url)).await?);
+        conns.push(sqlx::PgConnection::connect(url).await?);
     }
     let ids: Vec<Uuid> = (0..n).map(super::def_id).collect();
     let finished = actcore::snapshot::to_stored(&finished_snapshot());
@@ -194,16 +195,15 @@ async fn measure(admin: &str, urls: &[&str], n: usize, reps: usize) -> Result<Ve
         }
     }
     for _ in 0..reps {
-        for (url, t) in urls.iter().zip(&mut timed) {
+        for ((url, conn), t) in urls.iter().zip(&mut conns).zip(&mut timed) {
             t[2].push(actcore(&["status"], url, &[]).await?.0);
             t[3].push(
                 actcore(&["runs", "--slug", "bench-00000", "--limit", "5"], url, &[])
                     .await?
                     .0,
             );
-            let mut conn = sqlx::PgConnection::connect(url).await?;
             let began = Instant::now();
-            sqlx::raw_sql(RUNBOOK_SQL).fetch_all(&mut conn).await?;
+            sqlx::raw_sql(RUNBOOK_SQL).fetch_all(&mut *conn).await?;
             t[4].push(began.elapsed());
         }
     }
@@ -229,9 +229,8 @@ async fn measure(admin: &str, urls: &[&str], n: usize, reps: usize) -> Result<Ve
         })
         .collect();
     let mut hot = Vec::new();
-    for url in urls {
-        let mut conn = sqlx::PgConnection::connect(url).await?;
-        hot.push(hot_share(&mut conn, (n * reps) as i64).await?);
+    for conn in &mut conns {
+        hot.push(hot_share(conn, (n * reps) as i64).await?);
     }
     out.push(("finishes that were HOT updates (%)".into(), hot));
     if statements {
@@ -285,50 +284,42 @@ async fn instant(
 /// touched (index levels and pages: what grows with the history) and, of
 /// those, blocks read from outside `shared_buffers`.
 async fn buffers(admin: &mut sqlx::PgConnection, urls: &[&str]) -> Result<Vec<(String, Vec<f64>)>> {
-    let kinds = [
-        (
-            "claim",
-            "with u as (select * from unnest($1::uuid[]%insert into activity_runs%",
-        ),
-        ("finish", "update activity_runs r set state = u.state%"),
-        (
-            "`status`: recent runs",
-            "select r.* from unnest($1::uuid[]) as d(id) cross join lateral%",
-        ),
-        (
-            "`status`: last successes",
-            "select d.id as definition_id, s.at from unnest($1::uuid[])%",
-        ),
-    ];
-    let mut out = Vec::new();
-    for (what, pattern) in kinds {
-        let (mut exec, mut touched, mut read) = (Vec::new(), Vec::new(), Vec::new());
-        for url in urls {
-            let db = url.rsplit('/').next().unwrap_or_default();
-            let (calls, rows, ms, hit, rd): (i64, i64, f64, i64, i64) = sqlx::query_as(
-                "select coalesce(sum(s.calls), 0)::int8, coalesce(sum(s.rows), 0)::int8,
-                        coalesce(sum(s.total_exec_time), 0)::float8,
-                        coalesce(sum(s.shared_blks_hit), 0)::int8, coalesce(sum(s.shared_blks_read), 0)::int8
-                 from pg_stat_statements s join pg_database d on d.oid = s.dbid
-                 where d.datname = $1 and regexp_replace(s.query, '\\s+', ' ', 'g') like $2",
-            )
-            .bind(db)
-            .bind(pattern)
-            .fetch_one(&mut *admin)
-            .await?;
-            let per_row = |v: f64| if rows == 0 { 0.0 } else { v / rows as f64 };
-            exec.push(if calls == 0 { 0.0 } else { ms / calls as f64 });
-            touched.push(per_row((hit + rd) as f64));
-            read.push(per_row(rd as f64));
+    use super::{CLAIM, FINISH, STATUS_RECENT, STATUS_SUCCESS};
+    let kinds = [CLAIM, FINISH, STATUS_RECENT, STATUS_SUCCESS];
+    // Per kind, one column per database: (calls, rows, ms, hit, read).
+    let mut sums = vec![vec![(0i64, 0i64, 0f64, 0i64, 0i64); urls.len()]; kinds.len()];
+    for (col, url) in urls.iter().enumerate() {
+        let rows: Vec<(String, i64, i64, f64, i64, i64)> = sqlx::query_as(
+            "select s.query, s.calls, s.rows, s.total_exec_time, s.shared_blks_hit, s.shared_blks_read
+             from pg_stat_statements s join pg_database d on d.oid = s.dbid where d.datname = $1",
+        )
+        .bind(super::db_name(url))
+        .fetch_all(&mut *admin)
+        .await?;
+        for (query, calls, n, ms, hit, read) in rows {
+            let name = super::statement_name(&query);
+            if let Some(k) = kinds.iter().position(|kind| *kind == name) {
+                let sum = &mut sums[k][col];
+                *sum = (sum.0 + calls, sum.1 + n, sum.2 + ms, sum.3 + hit, sum.4 + read);
+            }
         }
+    }
+    let mut out = Vec::new();
+    for (kind, cols) in kinds.iter().zip(sums) {
+        let per_row = |v: i64, rows: i64| if rows == 0 { 0.0 } else { v as f64 / rows as f64 };
         out.push((
-            format!("{what}: Postgres execution, mean (ms; the commit not included)"),
-            exec,
+            format!("{kind}: Postgres execution, mean (ms; the commit not included)"),
+            cols.iter()
+                .map(|c| if c.0 == 0 { 0.0 } else { c.2 / c.0 as f64 })
+                .collect(),
         ));
-        out.push((format!("{what}: buffers touched per row"), touched));
         out.push((
-            format!("{what}: of which read from outside shared_buffers, per row"),
-            read,
+            format!("{kind}: buffers touched per row"),
+            cols.iter().map(|c| per_row(c.3 + c.4, c.1)).collect(),
+        ));
+        out.push((
+            format!("{kind}: of which read from outside shared_buffers, per row"),
+            cols.iter().map(|c| per_row(c.4, c.1)).collect(),
         ));
     }
     Ok(out)

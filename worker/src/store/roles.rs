@@ -25,6 +25,10 @@ pub const RUNTIME_GRANTS: &[(&str, &str)] = &[
     // (crate::retention); never on activity_events, which stays append-only.
     ("activity_runs", "select, insert, update, delete"),
     ("activity_guard", "select, insert, update"),
+    // The runs in flight per activity: read by the overlap checks, the queue
+    // and the reaper, swept by the worker; added to by activity_runs's
+    // triggers, which run as the owner.
+    ("activity_inflight", "select, update"),
     ("activity_events", "select, insert"),
 ];
 
@@ -66,9 +70,17 @@ do $$
 declare t record;
 begin
     for t in select tablename from pg_tables where schemaname = 'public'
-                and tablename in ('_sqlx_migrations', 'activity_definitions', 'activity_runs', 'activity_events', 'activity_guard')
+                and tablename in ('_sqlx_migrations', 'activity_definitions', 'activity_runs', 'activity_events', 'activity_guard',
+                                  'activity_inflight')
     loop
         execute format('alter table public.%I owner to {owner}', t.tablename);
+    end loop;
+    -- The in-flight triggers run as their owner (security definer).
+    for t in select p.oid::regprocedure::text as f from pg_proc p
+             where p.pronamespace = 'public'::regnamespace
+               and p.proname in ('activity_inflight_add', 'activity_inflight_moved')
+    loop
+        execute format('alter function %s owner to {owner}', t.f);
     end loop;
     for t in select sequencename from pg_sequences where schemaname = 'public' loop
         execute format('alter sequence public.%I owner to {owner}', t.sequencename);

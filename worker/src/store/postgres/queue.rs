@@ -264,10 +264,13 @@ impl PgStore {
         let rows = sqlx::query(
             "with c as (
                select q.run_id from activity_runs q
-               where q.state = 'queued' and q.not_before <= $3 and (q.expires_at is null or q.expires_at > $3)
+               where q.run_id = any(array(select x from activity_inflight f cross join unnest(f.queued) x where f.queued <> '{}'))
+                 and q.state = 'queued' and q.not_before <= $3 and (q.expires_at is null or q.expires_at > $3)
                  and ($5::uuid is null or q.run_id = $5)
                  and (q.trigger <> 'schedule' or not exists
-                      (select 1 from activity_runs r where r.definition_id = q.definition_id and r.state = 'running'))
+                      (select 1 from activity_inflight g cross join unnest(g.running) y
+                       where g.definition_id = q.definition_id
+                         and (select r.state = 'running' from activity_runs r where r.run_id = y)))
                order by q.not_before, q.run_id limit $4
                for update of q skip locked)
              update activity_runs r set state = 'running', worker_id = $1,
@@ -295,7 +298,8 @@ impl PgStore {
                  error_code = case when trigger = 'schedule' then null else 'expired' end,
                  error_message = case when trigger = 'schedule' then $3 else $4 end,
                  finished_at = $1
-             where state = 'queued' and expires_at <= $1 and ($2::uuid is null or run_id = $2)
+             where run_id = any(array(select x from activity_inflight f cross join unnest(f.queued) x where f.queued <> '{}'))
+               and state = 'queued' and expires_at <= $1 and ($2::uuid is null or run_id = $2)
              returning run_id, definition_id, trigger",
         )
         .bind(ts(now))

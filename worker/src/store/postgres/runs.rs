@@ -41,7 +41,12 @@ impl PgStore {
         // each of the 1,000 it found (0.2 s on a 12,000-row table).
         let buffers: Vec<Option<SqlTs>> = b.items.iter().map(|i| opt_ts(i.buffer_until)).collect();
         // `overlap = "buffer_one"`: an instant due while a run is in flight is
-        // queued (one at most) until the run ends or its grace passes.
+        // queued (one at most) until the run ends or its grace passes. What is
+        // in flight is read from the activity's `activity_inflight` row (a
+        // primary-key probe in a table of one row per activity, whatever the
+        // history), each listed run checked on its own row. `offset 0` keeps
+        // each check a subquery evaluated once per run: flattened, it would be
+        // evaluated again at each of the five places the insert reads it.
         let rows = sqlx::query(
             "with u as (select * from unnest($1::uuid[], $2::uuid[], $3::text[], $4::bool[], $5::jsonb[], $11::timestamptz[])
                         as u(run_id, definition_id, hash, skip, snap, buffer)),
@@ -57,12 +62,18 @@ impl PgStore {
                       case when busy.yes and not queue.yes then $6 end, u.snap, u.hash,
                       case when queue.yes then $6 end, case when queue.yes then u.buffer end
                from u
-               cross join lateral (select exists (select 1 from activity_runs r
-                                  where u.skip and r.definition_id = u.definition_id and r.state = 'running'
-                                    and r.run_id <> all($10::uuid[])) as yes) busy
-               cross join lateral (select u.buffer is not null and not exists (select 1 from activity_runs r
-                                  where r.definition_id = u.definition_id and r.state = 'queued' and r.trigger = 'schedule')
-                                  as yes) queue
+               cross join lateral (select exists (select 1 from activity_inflight f cross join unnest(f.running) x
+                                  where u.skip and f.definition_id = u.definition_id
+                                    -- A run this worker finished but has not written yet does not
+                                    -- count; checked after the row, so only for runs still running.
+                                    and case when (select r.state = 'running' from activity_runs r where r.run_id = x)
+                                             then x <> all($10::uuid[]) else false end)
+                                  as yes offset 0) busy
+               cross join lateral (select u.buffer is not null and not exists (select 1 from activity_inflight f
+                                  cross join unnest(f.queued) x where f.definition_id = u.definition_id
+                                    and (select r.state = 'queued' and r.trigger = 'schedule'
+                                         from activity_runs r where r.run_id = x))
+                                  as yes offset 0) queue
                order by u.definition_id
                on conflict do nothing
                returning run_id, definition_id, state)
@@ -127,20 +138,36 @@ impl PgStore {
             fins.push(ts(r.finished_at));
         }
         let settles: Vec<&crate::store::Settle> = runs.iter().filter_map(|r| r.settle.as_deref()).collect();
+        // The runs it ended leave their activities' `activity_inflight` rows
+        // in the same statement (a table of one row per activity, whatever the
+        // history: its update costs the same at 10 million runs), so that the
+        // next claim finds nothing listed to check.
+        // `(select 'running')`, not the constant: no partial index names the
+        // state any more, and on a history analysed at rest the statistics
+        // hold no `running` row, so the planner took the constant for one row,
+        // scanned `activity_runs` for it and rescanned the unnest for each of
+        // the thousand it really found (238 ms for 1,000 finishes on a
+        // 12,000-row table). A parameter's frequency it cannot read.
         // `dirty`: the activity's guard row holds an error streak, a circuit
         // not closed or a probe. A run that did not end in an automation
         // error changes nothing on a clean row (its settle is a no-op), so
         // only the others take the guard's locks: at 10,000 healthy runs an
         // instant, the settle step costs nothing.
         let query = sqlx::query(
-            "update activity_runs r set state = u.state, outcome = u.outcome, automation_error = u.auto,
-                 assessment_failures = u.count, error_code = u.code, error_message = u.msg,
-                 context_snapshot = r.context_snapshot || u.snap, finished_at = u.fin, lease_expires_at = null
-             from unnest($1::uuid[], $2::text[], $3::text[], $4::bool[], $5::int[], $6::text[], $7::text[], $8::jsonb[], $9::timestamptz[])
-                  as u(run_id, state, outcome, auto, count, code, msg, snap, fin)
-             where r.run_id = u.run_id and r.state = 'running'
-             returning r.run_id, exists (select 1 from activity_guard g where g.definition_id = r.definition_id
-                 and (g.consecutive_errors <> 0 or g.circuit <> 'closed' or g.probe_run_id is not null)) as dirty",
+            "with done as (
+               update activity_runs r set state = u.state, outcome = u.outcome, automation_error = u.auto,
+                   assessment_failures = u.count, error_code = u.code, error_message = u.msg,
+                   context_snapshot = r.context_snapshot || u.snap, finished_at = u.fin, lease_expires_at = null
+               from unnest($1::uuid[], $2::text[], $3::text[], $4::bool[], $5::int[], $6::text[], $7::text[], $8::jsonb[], $9::timestamptz[])
+                    as u(run_id, state, outcome, auto, count, code, msg, snap, fin)
+               where r.run_id = u.run_id and r.state = (select 'running')
+               returning r.run_id, r.definition_id, exists (select 1 from activity_guard g where g.definition_id = r.definition_id
+                   and (g.consecutive_errors <> 0 or g.circuit <> 'closed' or g.probe_run_id is not null)) as dirty),
+             unlisted as (
+               update activity_inflight f set running = array(select x from unnest(f.running) x where x <> all(d.ids))
+               from (select definition_id, array_agg(run_id) as ids from done group by definition_id) d
+               where f.definition_id = d.definition_id)
+             select run_id, dirty from done",
         )
         .bind(&ids)
         .bind(&states)
@@ -204,7 +231,8 @@ impl PgStore {
             "update activity_runs set state = 'abandoned', outcome = 'automation_error', automation_error = true,
                  error_code = 'worker_lost', finished_at = now(), lease_expires_at = null,
                  error_message = 'worker ' || coalesce(worker_id, '?') || ' stopped renewing its lease'
-             where state = 'running' and lease_expires_at < now()
+             where run_id = any(array(select x from activity_inflight f cross join unnest(f.running) x where f.running <> '{}'))
+               and state = 'running' and lease_expires_at < now()
              returning run_id, definition_id, worker_id, finished_at, trigger, attempt, retry_of, scheduled_for",
         )
         .fetch_all(&mut *tx)
@@ -235,7 +263,48 @@ impl PgStore {
         }
         insert_events(&mut tx, &events).await?;
         tx.commit().await?;
+        if let Err(e) = self.sweep_inflight().await {
+            tracing::warn!(error = %e, "could not sweep activity_inflight; retrying next tick");
+        }
         Ok(out)
+    }
+
+    /// Drops from `activity_inflight` the runs that left their state a minute
+    /// ago or more by another way than the finish, which unlists its own:
+    /// reaped, abandoned, expired, blocked, started from the queue, ended by
+    /// an older replica or by hand. Readers check each listed run on its own
+    /// row, so this only keeps the lists short; an activity that fires more
+    /// often than once a minute is pruned by its own claims (the insert
+    /// trigger) first. Rows a claim holds are skipped, not waited for; a run
+    /// this statement cannot see (its claim committing now) is never
+    /// dropped: only a row that visibly left the state is.
+    pub async fn sweep_inflight(&self) -> Result<u64> {
+        Ok(sqlx::query(
+            "with l as materialized (
+               select definition_id, running, queued from activity_inflight
+               where running <> '{}' or queued <> '{}'
+               for no key update skip locked),
+             gone as materialized (
+               select definition_id, array_agg(x) as ids
+               from (select l.definition_id, e.x,
+                            -- One primary-key probe per listed run: a scalar subquery,
+                            -- never a join the planner could make a scan of activity_runs.
+                            (select r.state <> e.st and coalesce(r.finished_at, r.fired_at) < now() - interval '1 minute'
+                             from activity_runs r where r.run_id = e.x) as ended
+                     from l cross join lateral (select unnest(l.running) as x, 'running' as st
+                                                union all select unnest(l.queued), 'queued') e) c
+               where ended
+               group by definition_id)
+             update activity_inflight f
+             set running = array(select x from unnest(l.running) x where x <> all(g.ids)),
+                 queued = case when l.queued = '{}' then l.queued
+                               else array(select x from unnest(l.queued) x where x <> all(g.ids)) end
+             from l join gone g using (definition_id)
+             where f.definition_id = l.definition_id",
+        )
+        .execute(&self.pool)
+        .await?
+        .rows_affected())
     }
 
     pub async fn abandon_worker_runs(
@@ -248,7 +317,8 @@ impl PgStore {
         Ok(sqlx::query(
             "update activity_runs set state = 'abandoned', outcome = 'automation_error', automation_error = true,
                  error_code = $2, error_message = $3, finished_at = $4, lease_expires_at = null
-             where worker_id = $1 and state = 'running'",
+             where run_id = any(array(select x from activity_inflight f cross join unnest(f.running) x where f.running <> '{}'))
+               and worker_id = $1 and state = 'running'",
         )
         .bind(worker_id)
         .bind(code.as_str())
@@ -298,7 +368,8 @@ impl PgStore {
         // Only constant text is formatted in.
         let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
             "{RUN_COLUMNS} where definition_id = $1
-               and (state = 'running'
+               and ((state = 'running' and run_id = any(array(select x from activity_inflight f cross join unnest(f.running) x
+                                                                where f.definition_id = $1)))
                     or (outcome in ('ok', 'assessment_failures', 'lock_skipped') and finished_at >= $2))
              order by fired_at desc, run_id"
         )))

@@ -109,10 +109,19 @@ pub async fn collect<S: GuardStore>(
         .into_iter()
         .map(|g| (g.definition_id, g))
         .collect();
-    let successes: HashMap<Uuid, Timestamp> = store.last_successes(&ids).await?.into_iter().collect();
     let mut recent: HashMap<Uuid, Vec<RunRow>> = HashMap::new();
     for r in store.recent_runs(&ids, RECENT).await? {
         recent.entry(r.definition_id).or_default().push(r);
+    }
+    // The last success is usually among the recent runs; only the
+    // activities without one there need the longer walk of their history.
+    let mut successes: HashMap<Uuid, Timestamp> = recent
+        .iter()
+        .filter_map(|(id, runs)| Some((*id, last_success_in(runs)?)))
+        .collect();
+    let missing: Vec<Uuid> = ids.iter().filter(|id| !successes.contains_key(id)).copied().collect();
+    if !missing.is_empty() {
+        successes.extend(store.last_successes(&missing).await?);
     }
     Ok(defs
         .iter()
@@ -127,6 +136,20 @@ pub async fn collect<S: GuardStore>(
             )
         })
         .collect())
+}
+
+/// When the newest success of `recent` (newest first) ended, as
+/// `GuardStore::last_successes` answers it: its finish, or its fire time.
+pub fn last_success_in(recent: &[RunRow]) -> Option<Timestamp> {
+    recent
+        .iter()
+        .find(|r| {
+            r.outcome
+                .as_deref()
+                .and_then(|o| o.parse::<crate::run::Outcome>().ok())
+                .is_some_and(|o| matches!(o.state(), crate::run::State::Succeeded))
+        })
+        .map(|r| r.finished_at.unwrap_or(r.fired_at))
 }
 
 /// Pure: one activity's status from what the store holds. `recent` is

@@ -312,3 +312,22 @@ fn the_status_carries_next_instant_in_utc_and_local_and_the_last_runs_lateness()
     let paused = summarise(&def(true, true), None, &[], None, now());
     assert_eq!((paused.next_instant, paused.state.as_str()), (None, "paused"));
 }
+
+/// `status` takes the last success from the recent runs when one is there
+/// (the store's longer walk only for the others): the newest success, not
+/// an error or a skip after it, at its finish or else its fire time.
+#[test]
+fn the_last_success_is_read_from_the_recent_runs_when_one_is_there() {
+    let mut recent = vec![
+        run(1, "automation_error", Some("timeout")),
+        run(2, "skipped_overlap", None),
+        run(3, "assessment_failures", None),
+        run(4, "ok", None),
+    ];
+    let finished = now() - SignedDuration::from_secs(150);
+    recent[2].finished_at = Some(finished);
+    assert_eq!(last_success_in(&recent), Some(finished));
+    assert_eq!(last_success_in(&recent[3..]), Some(recent[3].fired_at));
+    assert_eq!(last_success_in(&recent[..2]), None);
+    assert_eq!(last_success_in(&[]), None);
+}

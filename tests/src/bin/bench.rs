@@ -840,6 +840,8 @@ fn statement_name(query: &str) -> String {
         return "admission (churn budget on activity_guard)".into();
     }
     let known = [
+        ("with done as ( update activity_runs r set state = u.state", FINISH),
+        // The finish before its runs left activity_inflight in the same statement.
         ("update activity_runs r set state = u.state", FINISH),
         (
             "select r.* from unnest($1::uuid[]) as d(id) cross join lateral",
@@ -859,6 +861,10 @@ fn statement_name(query: &str) -> String {
             "queue: expire the queued runs past their grace",
         ),
         ("update activity_runs set state = 'abandoned'", "reap expired leases"),
+        (
+            "with l as materialized ( select definition_id, running, queued from activity_inflight",
+            "sweep ended runs from activity_inflight",
+        ),
         (
             "select count(*) as n, max(updated_at)",
             "definitions version (re-read check)",

@@ -546,3 +546,27 @@ macro_rules! both_backends {
         }
     };
 }
+
+/// What a flagship run's finish adds to its claim's snapshot, in the shape
+/// `actcore::snapshot::finished` writes it: the request, the response facts
+/// and the State Hub's answer under the snapshot key. Its size decides
+/// whether the finished row still fits on its page (the history bench and
+/// the HOT-finish tests).
+pub fn flagship_finish_snapshot() -> serde_json::Value {
+    let body: serde_json::Value =
+        serde_json::from_str(include_str!("../fixtures/state-hub/ok-clean.json")).expect("fixture is JSON");
+    serde_json::json!({
+        "request": {
+            "method": "POST",
+            "url": "http://state-hub-bridge.state-hub.svc:8080/consistency/sweep/remote-all",
+            "body_bytes": 44,
+            "body_sha256": "9f2c4b1e0d7a6f5c3b2a190817263544536271809f8e7d6c5b4a392817060504",
+            "body": {"max_seconds": 300, "source": "activity-core"}
+        },
+        "http_status": 200,
+        "duration_ms": 42,
+        "truncated": false,
+        "lateness_ms": 3,
+        "consistency_sweep_remote_all": body,
+    })
+}

@@ -15,7 +15,7 @@
 use std::collections::BTreeSet;
 
 use actcore::definition::{Loaded, sample};
-use actcore::run::{Outcome, Source, State, Trigger};
+use actcore::run::{Source, State, Trigger};
 use actcore::store::queue::Queued;
 use actcore::store::{ClaimBatch, ClaimItem, FinishRun, RunStore, Store};
 use actcore_tests::{create_database, fresh_pg_url, pg_admin_url};
@@ -111,31 +111,11 @@ async fn claim(store: &Store, files: &[Loaded], at: Timestamp, worker: &str) -> 
 }
 
 fn finished(run_id: Uuid, at: Timestamp) -> FinishRun {
-    FinishRun {
+    FinishRun::ok(
         run_id,
-        state: State::Succeeded,
-        outcome: Outcome::Ok,
-        automation_error: false,
-        assessment_failures: 0,
-        error_code: None,
-        error_message: None,
-        // What the flagship's finish adds: the request, the response facts, the State Hub's answer.
-        snapshot: actcore::snapshot::to_stored(&serde_json::json!({
-            "request": {
-                "method": "POST",
-                "url": "http://state-hub-bridge.state-hub.svc:8080/consistency/sweep/remote-all",
-                "body_bytes": 44,
-                "body_sha256": "9f2c4b1e0d7a6f5c3b2a190817263544536271809f8e7d6c5b4a392817060504",
-                "body": {"max_seconds": 300, "source": "activity-core"}
-            },
-            "http_status": 200, "duration_ms": 42, "truncated": false, "lateness_ms": 3,
-            "consistency_sweep_remote_all": serde_json::from_str::<serde_json::Value>(
-                include_str!("../fixtures/state-hub/ok-clean.json")
-            ).expect("fixture")
-        })),
-        finished_at: at,
-        settle: None,
-    }
+        actcore::snapshot::to_stored(&actcore_tests::flagship_finish_snapshot()),
+        at,
+    )
 }
 
 /// (run id, state) of every run `activity_runs` says is queued or running,
@@ -371,7 +351,8 @@ async fn the_sweep_drops_only_runs_that_visibly_ended() {
 }
 
 /// A database migrated while runs were in flight lists them: the migration
-/// fills the table from `activity_runs`.
+/// fills the table from `activity_runs`, and grants it to the roles that
+/// already use `activity_runs`.
 #[tokio::test]
 async fn the_migration_lists_what_was_in_flight() {
     let url = create_database(&pg_admin_url(), "actcore_t")
@@ -404,10 +385,39 @@ async fn the_migration_lists_what_was_in_flight() {
         .await
         .expect("run");
     }
+    // A runtime role granted before the roles SQL knew the table, and one
+    // that may only read.
+    let suffix = Uuid::new_v4().simple().to_string();
+    let (writer, reader) = (format!("rt_{suffix}"), format!("ro_{suffix}"));
+    for (role, grant) in [(&writer, "select, update"), (&reader, "select")] {
+        for sql in [
+            format!("create role {role}"),
+            format!("grant {grant} on activity_runs to {role}"),
+        ] {
+            sqlx::query(sqlx::AssertSqlSafe(sql))
+                .execute(&mut conn)
+                .await
+                .expect("role");
+        }
+    }
     migrator.run(&mut conn).await.expect("migrate to this version");
     let (runs, listed) = both_sides(&mut conn).await;
     assert_eq!(runs.len(), 2);
     assert_eq!(listed, runs);
+    let privileges: Vec<(bool, bool)> = sqlx::query_as(
+        "select has_table_privilege(r, 'activity_inflight', 'select'), has_table_privilege(r, 'activity_inflight', 'update')
+         from unnest(array[$1, $2]) r",
+    )
+    .bind(&writer)
+    .bind(&reader)
+    .fetch_all(&mut conn)
+    .await
+    .expect("privileges");
+    assert_eq!(
+        privileges,
+        vec![(true, true), (true, false)],
+        "the runtime role sweeps the list; a reader reads it"
+    );
 }
 
 /// No index of `activity_runs` names (as a key, an expression or a

@@ -100,19 +100,13 @@ group by definition_id;
 do $$
 declare r record;
 begin
-    for r in select distinct grantee::regrole::text as name
+    for r in select a.grantee::regrole::text as name, bool_or(a.privilege_type = 'UPDATE') as updates
              from pg_class c, aclexplode(c.relacl) a
-             where c.oid = 'activity_runs'::regclass and a.privilege_type = 'UPDATE' and a.grantee <> 0
-               and a.grantee <> c.relowner
+             where c.oid = 'activity_runs'::regclass and a.privilege_type in ('SELECT', 'UPDATE')
+               and a.grantee <> 0 and a.grantee <> c.relowner
+             group by a.grantee
     loop
-        execute format('grant select, update on activity_inflight to %s', r.name);
-    end loop;
-    for r in select distinct grantee::regrole::text as name
-             from pg_class c, aclexplode(c.relacl) a
-             where c.oid = 'activity_runs'::regclass and a.privilege_type = 'SELECT' and a.grantee <> 0
-               and a.grantee <> c.relowner
-    loop
-        execute format('grant select on activity_inflight to %s', r.name);
+        execute format('grant select%s on activity_inflight to %s', case when r.updates then ', update' else '' end, r.name);
     end loop;
 end
 $$;

@@ -182,7 +182,7 @@ async fn measure(admin: &str, urls: &[&str], n: usize, reps: usize) -> Result<Ve
         conns.push(sqlx::PgConnection::connect(url).await?);
     }
     let ids: Vec<Uuid> = (0..n).map(super::def_id).collect();
-    let finished = actcore::snapshot::to_stored(&finished_snapshot());
+    let finished = actcore::snapshot::to_stored(&actcore_tests::flagship_finish_snapshot());
     let mut timed: Vec<[Vec<Duration>; 5]> = urls.iter().map(|_| Default::default()).collect();
     // Instants far ahead of the preload and of each other.
     let base = Timestamp::now() + SignedDuration::from_hours(24);
@@ -323,29 +323,6 @@ async fn buffers(admin: &mut sqlx::PgConnection, urls: &[&str]) -> Result<Vec<(S
         ));
     }
     Ok(out)
-}
-
-/// What a flagship run's finish adds to its claim's snapshot, in the shape
-/// `actcore::snapshot::finished` writes it: the request, the response facts
-/// and the State Hub's answer under the snapshot key. Its size decides
-/// whether the finished row still fits on its page.
-fn finished_snapshot() -> serde_json::Value {
-    let body: serde_json::Value =
-        serde_json::from_str(include_str!("../../../fixtures/state-hub/ok-clean.json")).expect("fixture is JSON");
-    serde_json::json!({
-        "request": {
-            "method": "POST",
-            "url": "http://state-hub-bridge.state-hub.svc:8080/consistency/sweep/remote-all",
-            "body_bytes": 44,
-            "body_sha256": "9f2c4b1e0d7a6f5c3b2a190817263544536271809f8e7d6c5b4a392817060504",
-            "body": {"max_seconds": 300, "source": "activity-core"}
-        },
-        "http_status": 200,
-        "duration_ms": 42,
-        "truncated": false,
-        "lateness_ms": 3,
-        "consistency_sweep_remote_all": body,
-    })
 }
 
 /// The share of `activity_runs`'s updates that were HOT (no index entry

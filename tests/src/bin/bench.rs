@@ -862,6 +862,10 @@ fn statement_name(query: &str) -> String {
         ),
         ("update activity_runs set state = 'abandoned'", "reap expired leases"),
         (
+            "insert into activity_inflight as f (definition_id, running, queued)",
+            "list the runs put in flight (activity_runs's insert trigger)",
+        ),
+        (
             "with l as materialized ( select definition_id, running, queued from activity_inflight",
             "sweep ended runs from activity_inflight",
         ),

@@ -103,11 +103,17 @@ pub(crate) async fn preload(url: &str, p: &Preload) -> Result<()> {
         let hi = (lo + chunk - 1).min(p.rows);
         // Outcomes: 1 in 20 automation_error, 1 in 50 skipped_misfire,
         // 1 in 33 assessment_failures, the rest ok; a small realistic snapshot.
+        // Run ids as the worker writes them: UUIDv7, their first 48 bits the
+        // fire time in milliseconds (unique by `g`), so that the primary key
+        // holds a history in time order, as a real one does, and a new run's
+        // id lands on its rightmost leaf.
         sqlx::query(
             "insert into activity_runs (run_id, definition_id, fired_at, scheduled_for, trigger, source, attempt,
                  state, outcome, automation_error, assessment_failures, context_snapshot, worker_id,
                  started_at, finished_at, spec_hash)
-             select gen_random_uuid(), d.ids[1 + (g % cardinality(d.ids))], s.t, s.t, 'schedule', 'activity-core', 1,
+             select (lpad(to_hex((extract(epoch from s.t) * 1000)::bigint), 12, '0') || '7'
+                     || lpad(to_hex(g % 4096), 3, '0') || '8' || lpad(to_hex(g), 15, '0'))::uuid,
+                    d.ids[1 + (g % cardinality(d.ids))], s.t, s.t, 'schedule', 'activity-core', 1,
                  case when g % 20 = 0 then 'failed' when g % 50 = 1 then 'skipped' else 'succeeded' end,
                  case when g % 20 = 0 then 'automation_error' when g % 50 = 1 then 'skipped_misfire'
                       when g % 33 = 2 then 'assessment_failures' else 'ok' end,

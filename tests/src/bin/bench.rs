@@ -841,8 +841,6 @@ fn statement_name(query: &str) -> String {
     }
     let known = [
         ("with done as ( update activity_runs r set state = u.state", FINISH),
-        // The finish before its runs left activity_inflight in the same statement.
-        ("update activity_runs r set state = u.state", FINISH),
         (
             "select r.* from unnest($1::uuid[]) as d(id) cross join lateral",
             STATUS_RECENT,

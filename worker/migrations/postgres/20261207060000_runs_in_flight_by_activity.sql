@@ -16,7 +16,7 @@
 --   it (this version, an older replica during a rollout, an operator's SQL);
 --   readers check each listed run's own row; ids whose row has visibly left
 --   the state are dropped by the next claim of the activity and by the
---   worker's sweep (worker/src/store/postgres/runs.rs).
+--   worker's sweep (worker/src/store/postgres/inflight.rs).
 create table activity_inflight (
     definition_id uuid   primary key,
     running       uuid[] not null default '{}',

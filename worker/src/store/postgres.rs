@@ -15,6 +15,9 @@ use crate::error::Result;
 
 mod definitions;
 mod guard;
+mod history;
+#[macro_use]
+mod inflight;
 mod queue;
 mod retention;
 mod runs;

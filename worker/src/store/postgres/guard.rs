@@ -8,7 +8,7 @@ use sqlx::Row;
 use sqlx::postgres::PgRow;
 use uuid::Uuid;
 
-use super::runs::run_row;
+use super::history::run_row;
 use super::*;
 use crate::store::guard::{
     CircuitOverride, GuardRow, RUN_COLUMNS_BUT_SNAPSHOT, RunQuery, SUCCESS_OUTCOMES, run_columns,

@@ -261,10 +261,12 @@ impl PgStore {
         only: Option<Uuid>,
     ) -> Result<Vec<Dequeued>> {
         // A buffered instant (trigger schedule) waits while its activity has a run in flight.
-        let rows = sqlx::query(
+        let rows = sqlx::query(concat!(
             "with c as (
                select q.run_id from activity_runs q
-               where q.run_id = any(array(select x from activity_inflight f cross join unnest(f.queued) x where f.queued <> '{}'))
+               where q.run_id = any(",
+            listed_queued!(),
+            ")
                  and q.state = 'queued' and q.not_before <= $3 and (q.expires_at is null or q.expires_at > $3)
                  and ($5::uuid is null or q.run_id = $5)
                  and (q.trigger <> 'schedule' or not exists
@@ -276,8 +278,8 @@ impl PgStore {
              update activity_runs r set state = 'running', worker_id = $1,
                  lease_expires_at = now() + $2 * interval '1 millisecond', started_at = $3, fired_at = $3
              from c where r.run_id = c.run_id
-             returning r.run_id, r.definition_id, r.trigger, r.source, r.attempt, r.retry_of, r.scheduled_for",
-        )
+             returning r.run_id, r.definition_id, r.trigger, r.source, r.attempt, r.retry_of, r.scheduled_for"
+        ))
         .bind(worker_id)
         .bind(millis(lease))
         .bind(ts(now))
@@ -290,7 +292,7 @@ impl PgStore {
 
     pub async fn expire_queued(&self, now: Timestamp, only: Option<Uuid>) -> Result<Vec<Expired>> {
         let mut tx = self.pool.begin().await?;
-        let rows = sqlx::query(
+        let rows = sqlx::query(concat!(
             "update activity_runs set
                  state = case when trigger = 'schedule' then 'skipped' else 'abandoned' end,
                  outcome = case when trigger = 'schedule' then 'skipped_misfire' else 'automation_error' end,
@@ -298,10 +300,12 @@ impl PgStore {
                  error_code = case when trigger = 'schedule' then null else 'expired' end,
                  error_message = case when trigger = 'schedule' then $3 else $4 end,
                  finished_at = $1
-             where run_id = any(array(select x from activity_inflight f cross join unnest(f.queued) x where f.queued <> '{}'))
+             where run_id = any(",
+            listed_queued!(),
+            ")
                and state = 'queued' and expires_at <= $1 and ($2::uuid is null or run_id = $2)
-             returning run_id, definition_id, trigger",
-        )
+             returning run_id, definition_id, trigger"
+        ))
         .bind(ts(now))
         .bind(only)
         .bind(expired_message(Trigger::Schedule))

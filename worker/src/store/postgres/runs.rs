@@ -1,14 +1,13 @@
-//! The runs side of the Postgres store: the claim (the exactly-once fence), results, leases, history.
+//! The runs side of the Postgres store: the claim (the exactly-once fence),
+//! the finish, leases and the reaper. History reads are in `history.rs`,
+//! the in-flight list in `inflight.rs`.
 
 use crate::error::{Error, Result};
 use crate::run::{ErrorCode, State};
-use crate::store::{
-    Abandoned, ClaimBatch, Claimed, FinishRun, NewEvent, NewRun, RunCount, RunCountQuery, RunFilter, RunRow,
-};
+use crate::store::{Abandoned, ClaimBatch, Claimed, FinishRun, NewEvent, NewRun};
 use jiff::{SignedDuration, Timestamp};
 use jiff_sqlx::Timestamp as SqlTs;
 use sqlx::Row;
-use sqlx::postgres::PgRow;
 use uuid::Uuid;
 
 use super::*;
@@ -225,16 +224,21 @@ impl PgStore {
         .rows_affected())
     }
 
+    /// Marks the listed runs whose lease ran out `abandoned`, then sweeps the
+    /// in-flight list on the same tick (`inflight.rs`): one background pass
+    /// every third of a lease, off the firing loop.
     pub async fn reap_expired(&self) -> Result<Vec<Abandoned>> {
         let mut tx = self.pool.begin().await?;
-        let rows = sqlx::query(
+        let rows = sqlx::query(concat!(
             "update activity_runs set state = 'abandoned', outcome = 'automation_error', automation_error = true,
                  error_code = 'worker_lost', finished_at = now(), lease_expires_at = null,
                  error_message = 'worker ' || coalesce(worker_id, '?') || ' stopped renewing its lease'
-             where run_id = any(array(select x from activity_inflight f cross join unnest(f.running) x where f.running <> '{}'))
+             where run_id = any(",
+            listed_running!(),
+            ")
                and state = 'running' and lease_expires_at < now()
-             returning run_id, definition_id, worker_id, finished_at, trigger, attempt, retry_of, scheduled_for",
-        )
+             returning run_id, definition_id, worker_id, finished_at, trigger, attempt, retry_of, scheduled_for"
+        ))
         .fetch_all(&mut *tx)
         .await?;
         let mut out = Vec::with_capacity(rows.len());
@@ -269,44 +273,6 @@ impl PgStore {
         Ok(out)
     }
 
-    /// Drops from `activity_inflight` the runs that left their state a minute
-    /// ago or more by another way than the finish, which unlists its own:
-    /// reaped, abandoned, expired, blocked, started from the queue, ended by
-    /// an older replica or by hand. Readers check each listed run on its own
-    /// row, so this only keeps the lists short; an activity that fires more
-    /// often than once a minute is pruned by its own claims (the insert
-    /// trigger) first. Rows a claim holds are skipped, not waited for; a run
-    /// this statement cannot see (its claim committing now) is never
-    /// dropped: only a row that visibly left the state is.
-    pub async fn sweep_inflight(&self) -> Result<u64> {
-        Ok(sqlx::query(
-            "with l as materialized (
-               select definition_id, running, queued from activity_inflight
-               where running <> '{}' or queued <> '{}'
-               for no key update skip locked),
-             gone as materialized (
-               select definition_id, array_agg(x) as ids
-               from (select l.definition_id, e.x,
-                            -- One primary-key probe per listed run: a scalar subquery,
-                            -- never a join the planner could make a scan of activity_runs.
-                            (select r.state <> e.st and coalesce(r.finished_at, r.fired_at) < now() - interval '1 minute'
-                             from activity_runs r where r.run_id = e.x) as ended
-                     from l cross join lateral (select unnest(l.running) as x, 'running' as st
-                                                union all select unnest(l.queued), 'queued') e) c
-               where ended
-               group by definition_id)
-             update activity_inflight f
-             set running = array(select x from unnest(l.running) x where x <> all(g.ids)),
-                 queued = case when l.queued = '{}' then l.queued
-                               else array(select x from unnest(l.queued) x where x <> all(g.ids)) end
-             from l join gone g using (definition_id)
-             where f.definition_id = l.definition_id",
-        )
-        .execute(&self.pool)
-        .await?
-        .rows_affected())
-    }
-
     pub async fn abandon_worker_runs(
         &self,
         worker_id: &str,
@@ -314,12 +280,14 @@ impl PgStore {
         message: &str,
         now: Timestamp,
     ) -> Result<u64> {
-        Ok(sqlx::query(
+        Ok(sqlx::query(concat!(
             "update activity_runs set state = 'abandoned', outcome = 'automation_error', automation_error = true,
                  error_code = $2, error_message = $3, finished_at = $4, lease_expires_at = null
-             where run_id = any(array(select x from activity_inflight f cross join unnest(f.running) x where f.running <> '{}'))
-               and worker_id = $1 and state = 'running'",
-        )
+             where run_id = any(",
+            listed_running!(),
+            ")
+               and worker_id = $1 and state = 'running'"
+        ))
         .bind(worker_id)
         .bind(code.as_str())
         .bind(message)
@@ -335,116 +303,6 @@ impl PgStore {
         tx.commit().await?;
         Ok(())
     }
-
-    pub async fn runs(&self, f: &RunFilter) -> Result<Vec<RunRow>> {
-        let rows = sqlx::query(
-            "select run_id, definition_id, fired_at, scheduled_for, trigger, source, attempt, state, outcome, automation_error,
-                    assessment_failures, error_code, error_message, context_snapshot, worker_id, lease_expires_at,
-                    started_at, finished_at from activity_runs
-             where ($1::uuid is null or definition_id = $1) and ($2::timestamptz is null or fired_at >= $2)
-             order by fired_at desc, run_id limit $3",
-        )
-        .bind(f.definition_id)
-        .bind(opt_ts(f.since))
-        .bind(if f.limit > 0 { f.limit } else { i64::MAX })
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter().map(run_row).collect()
-    }
-
-    pub async fn slot_runs(&self, definition_id: Uuid, scheduled_for: Timestamp) -> Result<Vec<RunRow>> {
-        // Only constant text is formatted in.
-        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "{RUN_COLUMNS} where definition_id = $1 and scheduled_for = $2 order by attempt, fired_at, run_id"
-        )))
-        .bind(definition_id)
-        .bind(ts(scheduled_for))
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter().map(run_row).collect()
-    }
-
-    pub async fn live_or_healthy_since(&self, definition_id: Uuid, since: Timestamp) -> Result<Vec<RunRow>> {
-        // Only constant text is formatted in.
-        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "{RUN_COLUMNS} where definition_id = $1
-               and ((state = 'running' and run_id = any(array(select x from activity_inflight f cross join unnest(f.running) x
-                                                                where f.definition_id = $1)))
-                    or (outcome in ('ok', 'assessment_failures', 'lock_skipped') and finished_at >= $2))
-             order by fired_at desc, run_id"
-        )))
-        .bind(definition_id)
-        .bind(ts(since))
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter().map(run_row).collect()
-    }
-
-    pub async fn event_kinds(&self, definition_id: Option<Uuid>) -> Result<Vec<(String, i64)>> {
-        let rows = sqlx::query(
-            "select kind, count(*) as n from activity_events where ($1::uuid is null or definition_id = $1) group by kind order by kind",
-        )
-        .bind(definition_id)
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter().map(|r| Ok((r.try_get("kind")?, r.try_get("n")?))).collect()
-    }
-
-    pub async fn run_counts(&self, q: &RunCountQuery) -> Result<Vec<RunCount>> {
-        let rows = sqlx::query(
-            "select source, trigger, outcome, count(*) as n from activity_runs
-             where ($1::uuid is null or definition_id = $1) and fired_at >= $2 and fired_at <= $3
-             group by source, trigger, outcome
-             order by source, trigger, outcome is null, outcome",
-        )
-        .bind(q.definition_id)
-        .bind(ts(q.since))
-        .bind(ts(q.until))
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(RunCount {
-                    source: r.try_get("source")?,
-                    trigger: r.try_get("trigger")?,
-                    outcome: r.try_get("outcome")?,
-                    count: r.try_get("n")?,
-                })
-            })
-            .collect()
-    }
-}
-
-/// The columns of a [`RunRow`], as a select prefix.
-const RUN_COLUMNS: &str =
-    "select run_id, definition_id, fired_at, scheduled_for, trigger, source, attempt, state, outcome,
-        automation_error, assessment_failures, error_code, error_message, context_snapshot, worker_id, lease_expires_at,
-        started_at, finished_at from activity_runs";
-
-pub(super) fn run_row(r: &PgRow) -> Result<RunRow> {
-    let opt = |col: &str| -> std::result::Result<Option<Timestamp>, sqlx::Error> {
-        Ok(r.try_get::<Option<SqlTs>, _>(col)?.map(SqlTs::to_jiff))
-    };
-    Ok(RunRow {
-        run_id: r.try_get("run_id")?,
-        definition_id: r.try_get("definition_id")?,
-        fired_at: r.try_get::<SqlTs, _>("fired_at")?.to_jiff(),
-        scheduled_for: opt("scheduled_for")?,
-        trigger: r.try_get("trigger")?,
-        source: r.try_get("source")?,
-        attempt: r.try_get("attempt")?,
-        state: r.try_get("state")?,
-        outcome: r.try_get("outcome")?,
-        automation_error: r.try_get("automation_error")?,
-        assessment_failures: r.try_get("assessment_failures")?,
-        error_code: r.try_get("error_code")?,
-        error_message: r.try_get("error_message")?,
-        context_snapshot: r.try_get("context_snapshot")?,
-        worker_id: r.try_get("worker_id")?,
-        lease_expires_at: opt("lease_expires_at")?,
-        started_at: opt("started_at")?,
-        finished_at: opt("finished_at")?,
-    })
 }
 
 fn parse_state(s: &str) -> Result<State> {

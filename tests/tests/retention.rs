@@ -14,7 +14,7 @@ use actcore::duration::Dur;
 use actcore::retention::policy::PG_LOCK_KEY;
 use actcore::retention::{Gate, PassLimits, PassOutcome, Pruned, pruner};
 use actcore::run::{Outcome, Source, State, Trigger};
-use actcore::store::{HistoryStore, NewRun, RunFilter, RunStore, Store};
+use actcore::store::{DefinitionSource, HistoryStore, NewRun, RetentionRule, RunFilter, RunStore, Store};
 use actcore_tests::{Backend, Worker, activity_id, eventually, fresh_pg_url, fresh_store, run_cli, write_definition};
 use jiff::{SignedDuration, Timestamp};
 use sqlx::Connection;
@@ -222,9 +222,38 @@ async fn a_pass_is_bounded_and_the_next_one_carries_on(backend: Backend) {
     assert_eq!(pruned_events(&store).await, 3);
 }
 
+/// A pass plans from `retention_rules`, which reads only the `retention`
+/// part of each stored spec: it must say what the whole definition says.
+async fn retention_rules_read_what_the_definitions_say(backend: Backend) {
+    let (store, _guard, a, b) = two_activities(backend).await;
+    let rules = store.retention_rules().await.unwrap();
+    let from_definitions: Vec<RetentionRule> = store
+        .definitions()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|d| RetentionRule {
+            definition_id: d.definition.id,
+            slug: d.definition.slug,
+            retention: d.definition.retention,
+        })
+        .collect();
+    assert_eq!(rules, from_definitions);
+    let of = |id: Uuid| rules.iter().find(|r| r.definition_id == id).map(|r| r.retention);
+    assert_eq!(of(a), Some(RetentionSpec::default()));
+    assert_eq!(
+        of(b),
+        Some(RetentionSpec {
+            succeeded: Dur::from_days(2),
+            failed: Dur::from_days(5),
+        })
+    );
+}
+
 actcore_tests::both_backends!(
     each_class_is_kept_for_its_retention_and_live_runs_never_go,
     a_pass_is_bounded_and_the_next_one_carries_on,
+    retention_rules_read_what_the_definitions_say,
 );
 
 /// Two replicas never prune at once: while one session holds the prune

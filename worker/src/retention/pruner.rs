@@ -127,11 +127,9 @@ pub async fn pass<S: RunStore + DefinitionSource>(
     limits: PassLimits,
     gate: &Gate<'_>,
 ) -> Result<PassOutcome> {
-    let definitions = store.definitions().await?;
+    let rules = store.retention_rules().await?;
     let plan = policy::plan(
-        definitions
-            .into_iter()
-            .map(|d| (d.definition.id, d.definition.slug, d.definition.retention)),
+        rules.into_iter().map(|r| (r.definition_id, r.slug, r.retention)),
         now,
         limits,
     );

@@ -20,8 +20,8 @@ use uuid::Uuid;
 
 use super::queue::{AdmitItem, Dequeued, Expired, Queued, Settle};
 use super::{
-    Abandoned, ClaimBatch, Claimed, DefinitionsVersion, FinishRun, NewEvent, NewRun, RunCount, RunCountQuery,
-    RunFilter, RunRow, Store, StoredDefinition,
+    Abandoned, ClaimBatch, Claimed, DefinitionsVersion, FinishRun, NewEvent, NewRun, RetentionRule, RunCount,
+    RunCountQuery, RunFilter, RunRow, Store, StoredDefinition,
 };
 use crate::error::Result;
 use crate::guard::Admission;
@@ -143,6 +143,12 @@ pub struct WarmUp {
 pub trait DefinitionSource: Clone + Send + Sync + 'static {
     /// Every activity, retired ones included.
     fn definitions(&self) -> impl Future<Output = Result<Vec<StoredDefinition>>> + Send;
+
+    /// Each activity's id, slug and `[retention]`, retired ones included:
+    /// what a pruning pass plans from. Reads that part of each spec only,
+    /// so that a pass does not build (and drop) every definition while
+    /// an instant of 10,000 runs may be in flight.
+    fn retention_rules(&self) -> impl Future<Output = Result<Vec<RetentionRule>>> + Send;
 
     /// A cheap fingerprint: unchanged means no re-read is needed.
     fn definitions_version(&self) -> impl Future<Output = Result<DefinitionsVersion>> + Send;
@@ -283,6 +289,10 @@ impl RunStore for Store {
 impl DefinitionSource for Store {
     async fn definitions(&self) -> Result<Vec<StoredDefinition>> {
         backend!(self, s => s.definitions())
+    }
+
+    async fn retention_rules(&self) -> Result<Vec<RetentionRule>> {
+        backend!(self, s => s.retention_rules())
     }
 
     async fn definitions_version(&self) -> Result<DefinitionsVersion> {

@@ -7,6 +7,7 @@
 //! runs against each.
 
 mod api;
+mod decode;
 pub mod guard;
 mod pg_listen;
 mod postgres;
@@ -24,6 +25,7 @@ use serde::Serialize;
 use uuid::Uuid;
 
 pub use self::api::{DefinitionSource, HistoryStore, RunStore, WarmUp};
+pub(crate) use self::decode::{decode_retention, decode_stored};
 pub use self::guard::{CircuitOverride, GuardRow, GuardStore, RunQuery};
 pub use self::postgres::PgStore;
 pub use self::queue::{AdmitItem, Dequeued, Expired, Queued, Settle};
@@ -56,6 +58,14 @@ pub struct StoredDefinition {
     pub paused: bool,
     pub retired_at: Option<Timestamp>,
     pub updated_at: Timestamp,
+}
+
+/// What a pruning pass needs of an activity ([`DefinitionSource::retention_rules`]).
+#[derive(Clone, Debug, PartialEq)]
+pub struct RetentionRule {
+    pub definition_id: Uuid,
+    pub slug: String,
+    pub retention: crate::definition::RetentionSpec,
 }
 
 impl StoredDefinition {
@@ -365,19 +375,6 @@ pub(crate) fn sync_events(plan: &Plan, now: Timestamp) -> Vec<NewEvent> {
         });
     }
     events
-}
-
-/// A stored spec as this binary reads it (unknown keys tolerated); None,
-/// with an error naming the activity, when even that fails: the other
-/// activities still load and fire.
-pub(crate) fn decode_stored(slug: String, spec: serde_json::Value) -> Option<crate::definition::Definition> {
-    match crate::definition::Definition::from_stored(spec) {
-        Ok(d) => Some(d),
-        Err(e) => {
-            tracing::error!(activity = %slug, error = %e, "stored spec cannot be read by this version; not firing it (upgrade this worker)");
-            None
-        }
-    }
 }
 
 /// Turns a connection failure into one line naming the URL and what to try.

@@ -17,7 +17,7 @@ use super::*;
 use crate::definition::{Definition, Loaded, Overlap};
 use crate::store::{
     Abandoned, AdmitItem, ClaimBatch, Claimed, DefinitionsVersion, Dequeued, Expired, HistoryStore, NewEvent, NewRun,
-    Queued, RunFilter, RunRow, Settle, StoredDefinition,
+    Queued, RetentionRule, RunFilter, RunRow, Settle, StoredDefinition,
 };
 
 mod guarded;
@@ -191,6 +191,10 @@ impl RunStore for Faulty {
 impl DefinitionSource for Faulty {
     async fn definitions(&self) -> Result<Vec<StoredDefinition>> {
         self.inner.definitions().await
+    }
+
+    async fn retention_rules(&self) -> Result<Vec<RetentionRule>> {
+        self.inner.retention_rules().await
     }
 
     async fn definitions_version(&self) -> Result<DefinitionsVersion> {

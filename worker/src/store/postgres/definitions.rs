@@ -2,8 +2,9 @@
 
 use crate::definition::Loaded;
 use crate::error::Result;
-use crate::store::{DefinitionsVersion, NOTIFY_CHANNEL, StoredDefinition, plan_from, sync_events};
+use crate::store::{DefinitionsVersion, NOTIFY_CHANNEL, RetentionRule, StoredDefinition, plan_from, sync_events};
 use crate::sync::{Existing, SyncReport, Upsert};
+use futures_util::TryStreamExt;
 use jiff::Timestamp;
 use jiff_sqlx::Timestamp as SqlTs;
 use sqlx::{Postgres, Row, Transaction};
@@ -73,13 +74,14 @@ impl PgStore {
     }
 
     pub async fn definitions(&self) -> Result<Vec<StoredDefinition>> {
-        let rows = sqlx::query(
+        // Row by row: 10,000 specs are ~10 MB of rows, which need not all be
+        // held at once beside what is built of them.
+        let mut rows = sqlx::query(
             "select slug, spec, spec_hash, enabled, paused, retired_at, updated_at from activity_definitions order by slug",
         )
-        .fetch_all(&self.pool)
-        .await?;
-        let mut out = Vec::with_capacity(rows.len());
-        for r in rows {
+        .fetch(&self.pool);
+        let mut out = Vec::new();
+        while let Some(r) = rows.try_next().await? {
             let spec: serde_json::Value = r.try_get("spec")?;
             // One spec this binary cannot read (a newer value) must not stop the others.
             let Some(definition) = crate::store::decode_stored(r.try_get("slug")?, spec) else {
@@ -93,6 +95,26 @@ impl PgStore {
                 retired_at: r.try_get::<Option<SqlTs>, _>("retired_at")?.map(SqlTs::to_jiff),
                 updated_at: r.try_get::<SqlTs, _>("updated_at")?.to_jiff(),
             });
+        }
+        Ok(out)
+    }
+
+    pub async fn retention_rules(&self) -> Result<Vec<RetentionRule>> {
+        let rows = sqlx::query(
+            "select definition_id, slug, spec->'retention' as retention from activity_definitions order by slug",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        let mut out = Vec::with_capacity(rows.len());
+        for r in &rows {
+            let slug: String = r.try_get("slug")?;
+            if let Some(retention) = crate::store::decode_retention(&slug, r.try_get("retention")?) {
+                out.push(RetentionRule {
+                    definition_id: r.try_get("definition_id")?,
+                    slug,
+                    retention,
+                });
+            }
         }
         Ok(out)
     }

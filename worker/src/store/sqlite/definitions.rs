@@ -3,8 +3,9 @@
 use crate::definition::Loaded;
 use crate::error::Result;
 use crate::store::time::to_text;
-use crate::store::{DefinitionsVersion, StoredDefinition, plan_from, sync_events};
+use crate::store::{DefinitionsVersion, RetentionRule, StoredDefinition, plan_from, sync_events};
 use crate::sync::{Existing, SyncReport, Upsert};
+use futures_util::TryStreamExt;
 use jiff::Timestamp;
 use sqlx::Row;
 use uuid::Uuid;
@@ -82,15 +83,15 @@ impl SqliteStore {
     }
 
     pub async fn definitions(&self) -> Result<Vec<StoredDefinition>> {
-        let rows = sqlx::query(
+        // Row by row, as on Postgres: the rows need not all be held at once.
+        let mut rows = sqlx::query(
             "select slug, spec, spec_hash, enabled, paused, retired_at, updated_at from activity_definitions order by slug",
         )
-        .fetch_all(&self.pool)
-        .await?;
-        let mut out = Vec::with_capacity(rows.len());
-        for r in &rows {
+        .fetch(&self.pool);
+        let mut out = Vec::new();
+        while let Some(r) = rows.try_next().await? {
             // One spec this binary cannot read (a newer value) must not stop the others.
-            let Some(definition) = crate::store::decode_stored(r.try_get("slug")?, json_of(r, "spec")?) else {
+            let Some(definition) = crate::store::decode_stored(r.try_get("slug")?, json_of(&r, "spec")?) else {
                 continue;
             };
             out.push(StoredDefinition {
@@ -98,9 +99,36 @@ impl SqliteStore {
                 spec_hash: r.try_get("spec_hash")?,
                 enabled: r.try_get("enabled")?,
                 paused: r.try_get("paused")?,
-                retired_at: opt_ts_of(r, "retired_at")?,
-                updated_at: ts_of(r, "updated_at")?,
+                retired_at: opt_ts_of(&r, "retired_at")?,
+                updated_at: ts_of(&r, "updated_at")?,
             });
+        }
+        Ok(out)
+    }
+
+    pub async fn retention_rules(&self) -> Result<Vec<RetentionRule>> {
+        let rows = sqlx::query(
+            "select definition_id, slug, json_extract(spec, '$.retention') as retention
+             from activity_definitions order by slug",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        let mut out = Vec::with_capacity(rows.len());
+        for r in &rows {
+            let slug: String = r.try_get("slug")?;
+            let retention: Option<String> = r.try_get("retention")?;
+            let value = match retention.as_deref().map(serde_json::from_str::<serde_json::Value>) {
+                None => None,
+                Some(Ok(v)) => Some(v),
+                Some(Err(e)) => return Err(crate::error::Error::Internal(format!("stored spec of {slug}: {e}"))),
+            };
+            if let Some(retention) = crate::store::decode_retention(&slug, value) {
+                out.push(RetentionRule {
+                    definition_id: uuid_of(r, "definition_id")?,
+                    slug,
+                    retention,
+                });
+            }
         }
         Ok(out)
     }

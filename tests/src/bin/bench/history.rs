@@ -1,9 +1,11 @@
 //! `actcore-bench history`: does a long history slow actcore down, and does
 //! pruning it disturb firing? (issue 13)
 //!
-//! 1. **Side by side, one run**: three databases with the same N definitions
+//! 1. **Side by side, one run**: four databases with the same N definitions
 //!    (the bench's and the flagship), one with an empty `activity_runs`,
-//!    one with a dozen runs per activity (what `status` reads of each), and
+//!    one with a dozen runs per activity (what `status` reads of each), one
+//!    with an hour of firing every 5 s (each activity's index entries on
+//!    pages of their own, as in any database that has run a while), and
 //!    one preloaded with `--rows` runs (`insert … select from
 //!    generate_series`, in chunks, on packed pages as an upgraded database
 //!    holds its history). On each: the claim and the finish statements of
@@ -11,7 +13,7 @@
 //!    snapshot of the flagship's size), the share of those finishes that
 //!    were HOT updates, `actcore status`, `actcore runs --slug bench-00000
 //!    --limit 5` and the runbook's SQL (CONTRACTS §3), each the median of a
-//!    few repetitions, each repetition on the three databases in turn after
+//!    few repetitions, each repetition on the four databases in turn after
 //!    a checkpoint; and, from pg_stat_statements, what the claim and the
 //!    finish cost Postgres per run on each (buffers touched, blocks read).
 //! 2. **Pruning while firing**: N activities fire on the preloaded
@@ -35,6 +37,9 @@ use super::{Ctx, FireCfg, FireFigures, actcore, clock_ticks, fire, fresh_pg, gen
 /// Runs per activity in the short-history database: more than the
 /// `actcore::status::RECENT` that `actcore status` reads of each.
 const RECENT_PER_ACTIVITY: u64 = actcore::status::RECENT as u64 + 2;
+
+/// Runs per activity in the settled database: an hour of firing every 5 s.
+const SETTLED_PER_ACTIVITY: u64 = 720;
 
 /// The runbook query (CONTRACTS §3), byte for byte.
 const RUNBOOK_SQL: &str = "select run_id, fired_at, scheduled_for,
@@ -383,7 +388,7 @@ pub(crate) async fn run(a: HistoryArgs) -> Result<()> {
     );
     let empty = with_definitions(&a.pg_url, a.n).await?;
     // `status` shows each activity's latest runs: on an empty table it
-    // reads none. This middle column gives every activity a few more than it
+    // reads none. This column gives every activity a few more than it
     // shows, so "flat" compares the same work on a short and a long history.
     let recent = with_definitions(&a.pg_url, a.n).await?;
     let few = Preload {
@@ -391,20 +396,41 @@ pub(crate) async fn run(a: HistoryArgs) -> Result<()> {
         expired: 0,
     };
     preload(&recent, &few).await?;
+    // An hour of firing every 5 s: by then each activity's entries in the
+    // per-activity indexes fill pages of their own (a leaf holds ~150), as
+    // in any database that has run for a while. What grows after that is
+    // what "history that grows" is about.
+    let hour = with_definitions(&a.pg_url, a.n).await?;
+    let settled = Preload {
+        rows: SETTLED_PER_ACTIVITY * (a.n as u64 + 1),
+        expired: 0,
+    };
+    preload(&hour, &settled).await?;
     let big = with_definitions(&a.pg_url, a.n).await?;
     preload(&big, &p).await?;
-    let measured = measure(&a.pg_url, &[&empty, &recent, &big], a.n, a.reps).await?;
+    let columns = [
+        "empty activity_runs".to_string(),
+        format!("{} runs ({RECENT_PER_ACTIVITY} per activity)", few.rows),
+        format!(
+            "{} runs ({SETTLED_PER_ACTIVITY} per activity: an hour of */5 s)",
+            settled.rows
+        ),
+        format!("{} runs", p.rows),
+    ];
+    let measured = measure(&a.pg_url, &[&empty, &recent, &hour, &big], a.n, a.reps).await?;
     let mut md = format!(
-        "History: {} definitions; medians of {} repetitions (ms), each repetition on the three databases in turn.\n\n| measurement | empty activity_runs | {} runs ({RECENT_PER_ACTIVITY} per activity) | {} runs |\n|---|---:|---:|---:|\n",
-        a.n, a.reps, few.rows, p.rows
+        "History: {} definitions; medians of {} repetitions (ms), each repetition on the {} databases in turn.\n\n| measurement | {} |\n|---|{}\n",
+        a.n,
+        a.reps,
+        columns.len(),
+        columns.join(" | "),
+        "---:|".repeat(columns.len())
     );
     for (what, v) in &measured {
-        let (e, r, b) = (v[0], v[1], v[2]);
-        md.push_str(&format!("| {what} | {e:.1} | {r:.1} | {b:.1} |\n"));
-        eprintln!(
-            "   {what}: empty {e:.1}, {} rows {r:.1}, {} rows {b:.1}",
-            few.rows, p.rows
-        );
+        let cells: Vec<String> = v.iter().map(|x| format!("{x:.1}")).collect();
+        md.push_str(&format!("| {what} | {} |\n", cells.join(" | ")));
+        let said: Vec<String> = columns.iter().zip(&cells).map(|(c, x)| format!("{c} {x}")).collect();
+        eprintln!("   {what}: {}", said.join(", "));
     }
 
     if !a.no_firing {

@@ -14,13 +14,13 @@ use crate::store::{RunCount, RunCountQuery, RunFilter, RunRow};
 
 impl PgStore {
     pub async fn runs(&self, f: &RunFilter) -> Result<Vec<RunRow>> {
-        let rows = sqlx::query(
-            "select run_id, definition_id, fired_at, scheduled_for, trigger, source, attempt, state, outcome, automation_error,
-                    assessment_failures, error_code, error_message, context_snapshot, worker_id, lease_expires_at,
-                    started_at, finished_at from activity_runs
+        // Only constant text is formatted in.
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "select {} from activity_runs
              where ($1::uuid is null or definition_id = $1) and ($2::timestamptz is null or fired_at >= $2)
              order by fired_at desc, run_id limit $3",
-        )
+            run_columns()
+        )))
         .bind(f.definition_id)
         .bind(opt_ts(f.since))
         .bind(if f.limit > 0 { f.limit } else { i64::MAX })
